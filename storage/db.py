@@ -1,0 +1,85 @@
+"""Engines and schema migrations, for SQLite (the default) and PostgreSQL.
+
+SQLite is set up for a bot that reads then writes: WAL (readers never block the writer),
+``BEGIN IMMEDIATE`` for every transaction (the write lock is taken up front, so two
+read-then-write transactions cannot deadlock on lock upgrade), ``secure_delete`` (deleted
+rows are zeroed on disk, so purged ciphertext does not linger in free pages) and foreign keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from storage.errors import DatabaseUnavailable
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with Waymark's connection settings.
+
+    Args:
+        url: A SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://…``).
+        **kwargs: Passed to ``create_engine``.
+
+    Returns:
+        The engine.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA secure_delete=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision.
+
+    Raises:
+        DatabaseUnavailable: The database cannot be reached or migrated.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot open the database: {exc.orig}") from None
+
+
+def has_schema(engine: Engine) -> bool:
+    """Whether the database already holds Waymark's tables (i.e. is not fresh).
+
+    Raises:
+        DatabaseUnavailable: The database cannot be reached.
+    """
+    try:
+        with engine.connect() as connection:
+            return inspect(connection).has_table("meta")
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"cannot open the database: {exc}") from None

@@ -1,0 +1,129 @@
+"""SQLAlchemy 2 typed models.
+
+What is stored in the clear, and why it is safe:
+
+* ids are random; ``owner`` is a keyed pseudonym, never a Telegram id;
+* ``status``, versions and timestamps drive expiry and locking;
+* everything a person said (answers, session state, chat ids) is ciphertext under the
+  session's or profile's own data key, bound to its row (see ``storage.crypto``);
+* every row with personal content has ``expires_at``; reads never return an expired row.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Named constraints keep Alembic migrations portable between SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no time zone type; storing naive UTC and re-attaching UTC on the way out
+    keeps comparisons (``expires_at > now``) right on SQLite and PostgreSQL alike.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store as UTC (naive on SQLite, aware elsewhere)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read back as an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Meta(Base):
+    """Key/value facts about the database itself (the key verifier), nothing personal."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512))
+
+
+class DataKey(Base):
+    """A wrapped data key. Deleting it shreds every ciphertext sealed under it."""
+
+    __tablename__ = "data_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(16), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SessionRow(Base):
+    """One person's run of one flow; its state is ciphertext."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"))
+    state_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    __table_args__ = (Index("ix_sessions_owner_status", "owner", "status"),)
+
+
+class AnswerRow(Base):
+    """One kept answer; ``slot`` is an opaque per-session name, ``value_ct`` the ciphertext."""
+
+    __tablename__ = "answers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    slot: Mapped[str] = mapped_column(String(32))
+    value_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    __table_args__ = (UniqueConstraint("session_id", "slot", name="uq_answers_session_slot"),)
+
+
+class FlowSnapshot(Base):
+    """The exact flow content a session was pinned to.
+
+    Editing a file then never corrupts a session in flight. Flow definitions are not
+    personal data, so snapshots have no expiry.
+    """
+
+    __tablename__ = "flow_snapshots"
+    flow_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,424 @@
+"""The storage contract: sessions, kept answers, expiry, erasure, key rotation.
+
+It stores bytes and JSON-able values and knows nothing of flows or Telegram. Every read
+filters on ``expires_at > now``, so an expired row is invisible even before the purge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage import crypto
+from storage.crypto import KeyRing
+from storage.errors import Conflict, DatabaseUnavailable, KeyFileMissing, WrongKey
+from storage.models import AnswerRow, DataKey, FlowSnapshot, Meta, SessionRow
+
+_VERIFIER = "key_verifier"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A live session as read back.
+
+    Attributes:
+        id: The session id.
+        owner: The owner's pseudonym.
+        status: ``active`` or ``ended``.
+        version: Optimistic-lock version; pass it back to ``save``.
+        state: The decrypted state.
+        expires_at: When the session and its answers expire.
+    """
+
+    id: str
+    owner: str
+    status: str
+    version: int
+    state: dict[str, Any]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCounts:
+    """What one purge removed."""
+
+    answers: int = 0
+    sessions: int = 0
+    data_keys: int = 0
+
+    def __add__(self, other: PurgeCounts) -> PurgeCounts:
+        return PurgeCounts(
+            self.answers + other.answers,
+            self.sessions + other.sessions,
+            self.data_keys + other.data_keys,
+        )
+
+    @property
+    def total(self) -> int:
+        """Rows removed in all."""
+        return self.answers + self.sessions + self.data_keys
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerChange:
+    """Keep (``value`` set) or drop (``value`` None and ``drop``) one answer by name."""
+
+    name: str
+    value: Any = None
+    drop: bool = False
+
+
+class Store:
+    """Encrypted, expiring persistence of sessions and answers.
+
+    Args:
+        engine: A SQLAlchemy engine (see ``storage.db.make_engine``), already migrated.
+        keys: The key ring.
+    """
+
+    def __init__(self, engine: Engine, keys: KeyRing) -> None:
+        self.engine = engine
+        self.keys = keys
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as db:
+                yield db
+        except SQLAlchemyError as exc:
+            if isinstance(exc, SQLAlchemyError) and "database is locked" in str(exc):
+                raise Conflict("the database is busy; retry") from None
+            raise DatabaseUnavailable(f"database error: {type(exc).__name__}") from exc
+
+    # ------------------------------------------------------------------ key check
+
+    def check_keys(self) -> None:
+        """Verify that this key ring opens this database; record it on a fresh database.
+
+        Raises:
+            WrongKey: The database was written with another key ring, or with KEKs the
+                ring no longer holds.
+        """
+        with self._tx() as db:
+            row = db.get(Meta, _VERIFIER)
+            if row is None:
+                db.add(Meta(key=_VERIFIER, value=self.keys.verifier()))
+                return
+            if row.value != self.keys.verifier():
+                raise WrongKey(
+                    "the key ring does not belong to this database (pseudonym key differs); "
+                    "point WAYMARK_KEY_FILE at the right key file. Nothing was changed."
+                )
+            used = set(db.scalars(select(DataKey.kek_id).distinct()))
+            missing = used - set(self.keys.keks)
+            if missing:
+                raise WrongKey(
+                    f"the key ring lacks key(s) {sorted(missing)} that wrap stored data keys; "
+                    "restore the key file from before the last rotation. Nothing was changed."
+                )
+
+    @staticmethod
+    def require_key_file(database_has_data: bool, key_file_exists: bool, key_file: str) -> None:
+        """Fail closed when a database exists but its key file does not.
+
+        Raises:
+            KeyFileMissing: The database holds data and the key file is missing.
+        """
+        if database_has_data and not key_file_exists:
+            raise KeyFileMissing(
+                f"the database holds encrypted data but the key file {key_file} is missing; "
+                "restore it or set WAYMARK_KEY_FILE. Nothing was changed."
+            )
+
+    # ------------------------------------------------------------------ data keys
+
+    def _new_key(self, db: Session, expires_at: datetime) -> tuple[str, bytes]:
+        key_id = crypto.random_id()
+        dek, kek_id, wrapped = self.keys.new_data_key(key_id)
+        db.add(DataKey(id=key_id, kek_id=kek_id, wrapped=wrapped, expires_at=expires_at))
+        return key_id, dek
+
+    def _dek(self, db: Session, key_id: str, now: datetime) -> bytes | None:
+        row = db.get(DataKey, key_id)
+        if row is None or row.expires_at <= now:
+            return None
+        return self.keys.unwrap(row.wrapped, row.id, row.kek_id)
+
+    # ------------------------------------------------------------------ sessions
+
+    def create_session(
+        self, owner: str, state: dict[str, Any], *, now: datetime, expires_at: datetime
+    ) -> SessionRecord:
+        """Start a session for ``owner`` with its own data key.
+
+        Any other active session of the same owner is ended first (one flow at a time).
+        """
+        session_id = crypto.random_id()
+        with self._tx() as db:
+            db.execute(
+                update(SessionRow)
+                .where(SessionRow.owner == owner, SessionRow.status == "active")
+                .values(status="ended", version=SessionRow.version + 1, updated_at=now)
+            )
+            key_id, dek = self._new_key(db, expires_at)
+            db.add(
+                SessionRow(
+                    id=session_id,
+                    owner=owner,
+                    status="active",
+                    version=1,
+                    key_id=key_id,
+                    state_ct=crypto.seal(
+                        dek, state, table="sessions", row=session_id, column="state"
+                    ),
+                    created_at=now,
+                    updated_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        return SessionRecord(session_id, owner, "active", 1, state, expires_at)
+
+    def _read(self, db: Session, row: SessionRow, now: datetime) -> SessionRecord | None:
+        dek = self._dek(db, row.key_id, now)
+        if dek is None:
+            return None
+        state = crypto.unseal(dek, row.state_ct, table="sessions", row=row.id, column="state")
+        return SessionRecord(row.id, row.owner, row.status, row.version, state, row.expires_at)
+
+    def get_session(self, session_id: str, *, now: datetime) -> SessionRecord | None:
+        """A session by id, or None if it does not exist or has expired."""
+        with self._tx() as db:
+            row = db.get(SessionRow, session_id)
+            if row is None or row.expires_at <= now:
+                return None
+            return self._read(db, row, now)
+
+    def active_session(self, owner: str, *, now: datetime) -> SessionRecord | None:
+        """The owner's active, unexpired session, if any."""
+        with self._tx() as db:
+            row = db.scalars(
+                select(SessionRow)
+                .where(
+                    SessionRow.owner == owner,
+                    SessionRow.status == "active",
+                    SessionRow.expires_at > now,
+                )
+                .order_by(SessionRow.created_at.desc())
+                .limit(1)
+            ).first()
+            return None if row is None else self._read(db, row, now)
+
+    def save(
+        self,
+        session_id: str,
+        state: dict[str, Any],
+        *,
+        expected_version: int,
+        status: str,
+        now: datetime,
+        answers: Iterable[AnswerChange] = (),
+    ) -> int:
+        """Write a new state and the answer changes of one step, atomically.
+
+        Returns:
+            The new version.
+
+        Raises:
+            Conflict: The session changed (or expired) since ``expected_version`` was read;
+                nothing was written.
+        """
+        with self._tx() as db:
+            row = db.scalars(
+                select(SessionRow).where(SessionRow.id == session_id).with_for_update()
+            ).first()
+            if row is None or row.version != expected_version or row.expires_at <= now:
+                raise Conflict(f"session {session_id} changed or expired")
+            dek = self._dek(db, row.key_id, now)
+            if dek is None:
+                raise Conflict(f"session {session_id} expired")
+            row.state_ct = crypto.seal(dek, state, table="sessions", row=row.id, column="state")
+            row.status = status
+            row.version += 1
+            row.updated_at = now
+            for change in answers:
+                name = crypto.slot(dek, change.name)
+                existing = db.scalars(
+                    select(AnswerRow).where(AnswerRow.session_id == row.id, AnswerRow.slot == name)
+                ).first()
+                if change.drop:
+                    if existing is not None:
+                        db.delete(existing)
+                    continue
+                # The answer's name travels inside the ciphertext; the slot alone is opaque.
+                value_ct = crypto.seal(
+                    dek,
+                    {"name": change.name, "value": change.value},
+                    table="answers",
+                    row=f"{row.id}/{name}",
+                    column="value",
+                )
+                if existing is None:
+                    db.add(
+                        AnswerRow(
+                            session_id=row.id,
+                            slot=name,
+                            value_ct=value_ct,
+                            expires_at=row.expires_at,
+                        )
+                    )
+                else:
+                    existing.value_ct = value_ct
+            return row.version
+
+    def answers(self, session_id: str, *, now: datetime) -> dict[str, Any]:
+        """The kept answers of a session, by name (empty if expired)."""
+        with self._tx() as db:
+            row = db.get(SessionRow, session_id)
+            if row is None or row.expires_at <= now:
+                return {}
+            dek = self._dek(db, row.key_id, now)
+            if dek is None:
+                return {}
+            out: dict[str, Any] = {}
+            for answer in db.scalars(
+                select(AnswerRow).where(
+                    AnswerRow.session_id == session_id, AnswerRow.expires_at > now
+                )
+            ):
+                item = crypto.unseal(
+                    dek,
+                    answer.value_ct,
+                    table="answers",
+                    row=f"{session_id}/{answer.slot}",
+                    column="value",
+                )
+                out[item["name"]] = item["value"]
+            return out
+
+    # ------------------------------------------------------------------ erasure and expiry
+
+    def erase_session(self, session_id: str) -> PurgeCounts:
+        """Delete a session, its answers and its data key now."""
+        with self._tx() as db:
+            key_ids = list(db.scalars(select(SessionRow.key_id).where(SessionRow.id == session_id)))
+            return self._delete(db, [session_id], key_ids)
+
+    def erase_owner(self, owner: str) -> PurgeCounts:
+        """Delete everything held about one person (``/forget``)."""
+        with self._tx() as db:
+            rows = db.execute(
+                select(SessionRow.id, SessionRow.key_id).where(SessionRow.owner == owner)
+            ).all()
+            return self._delete(db, [r.id for r in rows], [r.key_id for r in rows])
+
+    def _delete(self, db: Session, session_ids: list[str], key_ids: list[str]) -> PurgeCounts:
+        if not session_ids and not key_ids:
+            return PurgeCounts()
+        # Children first: the explicit order works with or without ON DELETE CASCADE support.
+        answers = db.execute(delete(AnswerRow).where(AnswerRow.session_id.in_(session_ids)))
+        sessions = db.execute(delete(SessionRow).where(SessionRow.id.in_(session_ids)))
+        keys = db.execute(delete(DataKey).where(DataKey.id.in_(key_ids)))
+        return PurgeCounts(answers.rowcount, sessions.rowcount, keys.rowcount)  # type: ignore[attr-defined]
+
+    def purge(self, *, now: datetime, batch: int = 1000) -> PurgeCounts:
+        """Delete expired answers, sessions and data keys, in batches; idempotent.
+
+        Each batch is its own short transaction, so a purge of millions of rows never holds
+        the write lock for long (foreground updates interleave between batches).
+        """
+        total = PurgeCounts()
+        while True:
+            with self._tx() as db:
+                ids = list(
+                    db.scalars(select(AnswerRow.id).where(AnswerRow.expires_at <= now).limit(batch))
+                )
+                if not ids:
+                    break
+                result = db.execute(delete(AnswerRow).where(AnswerRow.id.in_(ids)))
+                total += PurgeCounts(answers=result.rowcount)  # type: ignore[attr-defined]
+        while True:
+            with self._tx() as db:
+                rows = db.execute(
+                    select(SessionRow.id, SessionRow.key_id)
+                    .where(SessionRow.expires_at <= now)
+                    .limit(batch)
+                ).all()
+                if not rows:
+                    break
+                total += self._delete(db, [r.id for r in rows], [r.key_id for r in rows])
+        while True:
+            with self._tx() as db:
+                # Keys whose owner row is gone or which expired on their own.
+                key_ids = list(
+                    db.scalars(select(DataKey.id).where(DataKey.expires_at <= now).limit(batch))
+                )
+                if not key_ids:
+                    break
+                result = db.execute(delete(DataKey).where(DataKey.id.in_(key_ids)))
+                total += PurgeCounts(data_keys=result.rowcount)  # type: ignore[attr-defined]
+        return total
+
+    def count_expired(self, *, now: datetime) -> int:
+        """Rows waiting for the purge (for the log and the tests)."""
+        with self._tx() as db:
+            return sum(
+                db.scalar(select(func.count()).select_from(model).where(model.expires_at <= now))
+                or 0
+                for model in (AnswerRow, SessionRow, DataKey)
+            )
+
+    # ------------------------------------------------------------------ key rotation
+
+    def rewrap_keys(self, *, batch: int = 500) -> int:
+        """Rewrap every data key not under the active KEK (after ``KeyRing.add_kek``).
+
+        Returns:
+            How many data keys were rewrapped.
+        """
+        done = 0
+        active = self.keys.active
+        while True:
+            with self._tx() as db:
+                rows = list(
+                    db.scalars(select(DataKey).where(DataKey.kek_id != active).limit(batch))
+                )
+                if not rows:
+                    return done
+                for row in rows:
+                    dek = self.keys.unwrap(row.wrapped, row.id, row.kek_id)
+                    row.wrapped = self.keys.wrap(dek, row.id, active)
+                    row.kek_id = active
+                done += len(rows)
+
+    # ------------------------------------------------------------------ flow snapshots
+
+    def pin_flow(self, flow_id: str, version: int, digest: str, body: str, *, now: datetime) -> str:
+        """Record the content of a flow version once; return the digest stored for it.
+
+        A different digest for an existing (flow, version) means the file changed without a
+        version bump; the caller decides what to do (the stored one is returned).
+        """
+        with self._tx() as db:
+            row = db.get(FlowSnapshot, (flow_id, version))
+            if row is None:
+                db.add(
+                    FlowSnapshot(
+                        flow_id=flow_id, version=version, digest=digest, body=body, created_at=now
+                    )
+                )
+                return digest
+            return row.digest
+
+    def flow_snapshot(self, flow_id: str, version: int) -> tuple[str, str] | None:
+        """The (digest, body) pinned for a flow version, if any."""
+        with self._tx() as db:
+            row = db.get(FlowSnapshot, (flow_id, version))
+            return None if row is None else (row.digest, row.body)
