@@ -157,6 +157,21 @@ def resume(flow: LoadedFlow, state: State, given: Input, now: datetime) -> Resul
     return _answer(flow, state, step, given, events)
 
 
+def current_ask(flow: LoadedFlow, state: State) -> Ask:
+    """The question a waiting session is on, to show it again (after a restart or a stale
+    button). Pure: the state does not change.
+
+    Raises:
+        InputRejected: The session is not waiting for input.
+    """
+    if state.status != "active" or state.current is None:
+        raise InputRejected(Reason.NOT_ACTIVE)
+    _, events = _ask(flow, state, [])
+    ask = events[-1]
+    assert isinstance(ask, Ask)
+    return ask
+
+
 # --------------------------------------------------------------------------- answering
 
 
@@ -566,9 +581,8 @@ def _finish(
 ) -> Result:
     if reason in ("cancelled", "expired"):
         events.append(Ended(reason))
-        return state.model_copy(
-            update={"status": "ended", "end_reason": reason, "current": None}
-        ), events
+        ended = state.model_copy(update={"status": "ended", "end_reason": reason, "current": None})
+        return compact(flow, ended), events
     env = _env(flow, state)
     if outcome_id is None:
         for outcome in flow.flow.outcomes:
@@ -604,7 +618,23 @@ def _finish(
     ended = state.model_copy(
         update={"status": "ended", "end_reason": reason, "current": None, "outcome": outcome_id}
     )
-    return ended, events
+    return compact(flow, ended), events
+
+
+def compact(flow: LoadedFlow, state: State) -> State:
+    """Drop what an ended session no longer needs: answers the data policy does not keep.
+
+    While a flow runs, its state holds answer codes for conditions and scoring; once it has
+    ended, only the answers a step's ``store`` keeps may remain.
+    """
+    if state.status != "ended":
+        return state
+    kept = {
+        k: v
+        for k, v in state.answers.items()
+        if k in flow.steps and flow.steps[k].store is not Store.NONE
+    }
+    return state.model_copy(update={"answers": kept, "history": (), "pending": {}, "order": None})
 
 
 def _sitting_order(flow: LoadedFlow, seed: int) -> tuple[str, ...] | None:

@@ -125,5 +125,5 @@ class FlowSnapshot(Base):
     flow_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     digest: Mapped[str] = mapped_column(String(64))
-    body: Mapped[str] = mapped_column(String)
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # zlib-compressed canonical JSON
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -6,6 +6,7 @@ filters on ``expires_at > now``, so an expired row is invisible even before the 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -409,9 +410,11 @@ class Store:
         with self._tx() as db:
             row = db.get(FlowSnapshot, (flow_id, version))
             if row is None:
+                # Compressed: flows are long, repetitive text (and public content, not secrets).
+                packed = zlib.compress(body.encode(), 9)
                 db.add(
                     FlowSnapshot(
-                        flow_id=flow_id, version=version, digest=digest, body=body, created_at=now
+                        flow_id=flow_id, version=version, digest=digest, body=packed, created_at=now
                     )
                 )
                 return digest
@@ -421,4 +424,4 @@ class Store:
         """The (digest, body) pinned for a flow version, if any."""
         with self._tx() as db:
             row = db.get(FlowSnapshot, (flow_id, version))
-            return None if row is None else (row.digest, row.body)
+            return None if row is None else (row.digest, zlib.decompress(row.body).decode())

@@ -73,7 +73,7 @@ def upgrade() -> None:
         sa.Column("flow_id", sa.String(64), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),
-        sa.Column("body", sa.String(), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("flow_id", "version", name="pk_flow_snapshots"),
     )
