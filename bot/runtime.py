@@ -117,7 +117,9 @@ def open_runtime(
     except StorageError as exc:
         raise StartupError(str(exc)) from None
     try:
-        flows = load_directory(flows_dir, max_retention_seconds=settings.max_retention_seconds)
+        # WAYMARK_MAX_RETENTION caps (clamps) retention in the service; it does not make
+        # a longer-lived flow invalid, so one deployment setting cannot stop the bot.
+        flows = load_directory(flows_dir)
     except FlowDefinitionError as exc:
         raise StartupError(f"the flow files have problems:\n{exc}") from None
     service = Service(store, flows, clock, max_retention_seconds=settings.max_retention_seconds)

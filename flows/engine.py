@@ -158,8 +158,9 @@ def resume(flow: LoadedFlow, state: State, given: Input, now: datetime) -> Resul
 
 
 def current_ask(flow: LoadedFlow, state: State) -> Ask:
-    """The question a waiting session is on, to show it again (after a restart or a stale
-    button). Pure: the state does not change.
+    """The question a waiting session is on, to show it again.
+
+    Used after a restart or a stale button. Pure: the state does not change.
 
     Raises:
         InputRejected: The session is not waiting for input.

@@ -31,10 +31,8 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No proxy may route loopback traffic, and no stray WAYMARK_ setting may leak in."""
     for name in list(os.environ):
-        if (
-            name.upper() in {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}
-            or name.startswith("WAYMARK_")
-            and name != "WAYMARK_TEST_POSTGRES_URL"
+        if name.upper() in {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"} or (
+            name.startswith("WAYMARK_") and name != "WAYMARK_TEST_POSTGRES_URL"
         ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

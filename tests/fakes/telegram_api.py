@@ -562,7 +562,7 @@ _ARRAY_RANGE_RE: Final = re.compile(r"\blist of (\d+)-(\d+)\b|\b(\d+)-(\d+) item
 _ARRAY_MAX_RE: Final = re.compile(
     r"\b(?:[Aa]t most|up to) (\d+) (?:items|[a-z ]*?(?:can be specified|identifiers))"
 )
-_DISCRIMINATOR_RE: Final = re.compile(r"(?:always|must be) \"?([a-z_]+)\"?\s*$")
+_DISCRIMINATOR_RE: Final = re.compile(r"(?:always|must be) \"?([a-z0-9_]+)\"?\s*$")
 # Hard-coded so these stay enforced even if the description wording changes.
 _HARD_LIMITS: Final[dict[tuple[str, str], _Limit]] = {
     ("sendMessage", "text"): _Limit(1, 4096, "chars", parsed=True),
@@ -903,6 +903,8 @@ class BotApiSpec:
 
 @lru_cache(maxsize=4)
 def _load_spec(path: str) -> BotApiSpec:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Bot API spec not found at {path}; set ${SPEC_ENV} to override")
     with Path(path).open(encoding="utf-8") as fh:
         return BotApiSpec(json.load(fh))
 
