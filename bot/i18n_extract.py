@@ -57,7 +57,7 @@ def update_catalogs(directory: Path = LOCALES_DIR) -> list[Path]:
 def main() -> None:
     """Entry point of ``python -m bot.i18n_extract``."""
     for path in update_catalogs():
-        print(path.relative_to(ROOT))  # noqa: T201 - a command's own output
+        print(path.relative_to(ROOT))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """``waymark i18n status``: per language, the share of texts translated and the review status.
 
-A locale's review status lives in its catalog header (``X-Review-Status: draft`` until a
-native speaker has reviewed it, then ``reviewed``), so it travels with the translation.
+A locale's review status lives in its catalogs' header (``X-Review-Status: draft`` until a
+native speaker has reviewed it, then ``reviewed``), so it travels with the translation. It
+is read from the raw header: Babel drops header fields it does not know.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -39,17 +41,20 @@ class LocaleStatus:
         return self.translated / self.total if self.total else 1.0
 
 
+_REVIEW = re.compile(r'^"X-Review-Status:\s*([A-Za-z-]+)\\n"\s*$', re.MULTILINE)
+
+
 def review_status(language: str, directory: Path = LOCALES_DIR) -> str:
-    """``source`` for English, else the catalog's ``X-Review-Status`` (default ``draft``)."""
+    """``source`` for English; ``reviewed`` only when every catalog says so; else ``draft``."""
     if language == SOURCE_LANGUAGE:
         return "source"
-    po = directory / language / "LC_MESSAGES" / "bot.po"
-    if not po.exists():
-        return "draft"
-    with po.open("rb") as handle:
-        catalog = read_po(handle)
-    headers = dict(catalog.mime_headers)
-    return str(headers.get("X-Review-Status", "draft")).strip().lower()
+    found = []
+    for domain in DOMAINS:
+        po = directory / language / "LC_MESSAGES" / f"{domain}.po"
+        if po.exists():
+            match = _REVIEW.search(po.read_text(encoding="utf-8")[:4000])
+            found.append(match.group(1).lower() if match else "draft")
+    return "reviewed" if found and all(s == "reviewed" for s in found) else "draft"
 
 
 def locale_status(language: str, directory: Path = LOCALES_DIR) -> LocaleStatus:

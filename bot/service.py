@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flows import engine
 from flows.errors import FlowDefinitionError, InputRejected, Reason
@@ -25,6 +26,10 @@ from storage.repository import AnswerChange, SessionRecord, Store
 DEFAULT_SESSION_SECONDS = 24 * 3600
 #: Optimistic-lock retries before giving up on a busy session.
 _RETRIES = 5
+#: How long a person's settings live after their last use (capped by the deployment).
+PROFILE_SECONDS = 90 * 24 * 3600
+#: How recent a consent must be for the screening that requires it.
+CONSENT_WINDOW = timedelta(hours=2)
 
 
 class FlowChangedError(Exception):
@@ -148,7 +153,14 @@ class Service:
         state = State.load(record.state)
         return record, state, self.flow_of(state)
 
-    def answer(self, owner: str, given: Input, *, expected_seq: int | None = None) -> Turn:
+    def answer(
+        self,
+        owner: str,
+        given: Input,
+        *,
+        expected_seq: int | None = None,
+        claim: str | None = None,
+    ) -> Turn:
         """Apply an input to the owner's active session and persist the result.
 
         Args:
@@ -156,10 +168,12 @@ class Service:
             given: The input.
             expected_seq: For a button press, the question it belongs to; a press of an
                 older question is rejected as stale instead of answering the new one.
+            claim: The update's key, claimed atomically with the change (exactly once).
 
         Raises:
             InputRejected: No active session, a stale button, or an input the step does not
                 accept. Nothing was stored.
+            Duplicate: The update was applied before. Nothing was stored.
         """
         for _ in range(_RETRIES):
             found = self.current(owner)
@@ -177,6 +191,7 @@ class Service:
                     status=new_state.status,
                     now=self.clock(),
                     answers=_changes(events),
+                    claim=claim,
                 )
             except Conflict:
                 continue  # someone else moved this session on: reload and try again
@@ -189,6 +204,35 @@ class Service:
             return self.answer(owner, Cancel())
         except InputRejected:
             return None
+
+    def consent_given(self, owner: str, consent_flow: str) -> bool:
+        """Whether the owner completed ``consent_flow`` with consent given, recently."""
+        now = self.clock()
+        for record in self.store.sessions_of(owner, now=now):
+            state = State.load(record.state)
+            if state.flow_id != consent_flow or state.status != "ended":
+                continue
+            started = datetime.fromisoformat(state.started_at)
+            if state.outcome == "given" and now - started <= CONSENT_WINDOW:
+                return True
+        return False
+
+    def profile_expiry(self) -> datetime:
+        """When a profile touched now expires."""
+        seconds = PROFILE_SECONDS
+        if self.max_retention_seconds is not None:
+            seconds = min(seconds, self.max_retention_seconds)
+        return self.clock() + timedelta(seconds=seconds)
+
+    def profile(self, owner: str) -> dict[str, Any]:
+        """The owner's profile data."""
+        return self.store.profile(owner, now=self.clock())
+
+    def update_profile(self, owner: str, **changes: Any) -> dict[str, Any]:
+        """Change profile entries (None removes one) and extend its life."""
+        return self.store.update_profile(
+            owner, changes, now=self.clock(), expires_at=self.profile_expiry()
+        )
 
     def erase_session(self, session_id: str) -> None:
         """Erase one session and its answers and data key now (quick exit)."""

@@ -1,10 +1,726 @@
-"""The Telegram front end (python-telegram-bot v22). Built in the front-end issue."""
+"""The Telegram front end: python-telegram-bot v22, private chats only, state in the database.
+
+Every update goes through one handler (``WaymarkBot.handle``), which:
+
+1. refuses anything outside a private chat (says so once, then leaves the group);
+2. takes the chat's lock, so updates of one chat run one at a time while other chats run
+   concurrently (``concurrent_updates``), and every state change is an optimistic-locked
+   database write, so a second worker cannot double an answer either;
+3. claims the update id in the same transaction as the change it causes, so a redelivered
+   or duplicated update changes nothing twice;
+4. turns the update into an engine input through ``Service`` and renders the events.
+
+No answer text, token or raw Telegram id is logged; ids become keyed pseudonyms at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from babel import Locale
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+from telegram.constants import ChatType, ParseMode
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ContextTypes,
+    TypeHandler,
+)
+
+from bot import presenter
+from bot.callback_data import CallbackCodec, seq_code, seq_value
+from bot.i18n import Translator, available_languages, negotiate, resolve_language
+from bot.i18n_status import review_status
+from bot.presenter import BACK, DONE, SKIP, Action, Prompt
 from bot.runtime import Runtime
+from bot.service import Service, Turn
+from bot.text import chunks, clean_input, esc
+from flows.engine import current_ask
+from flows.errors import InputRejected, Reason
+from flows.events import (
+    Ask,
+    Back,
+    Choice,
+    Ended,
+    Explain,
+    Feedback,
+    Input,
+    OutcomeReached,
+    Skip,
+    TextInput,
+    Toggle,
+)
+from flows.loader import LoadedFlow
+from flows.model import Kind
+from flows.state import State
+from storage.errors import Duplicate
+
+log = logging.getLogger("waymark.bot")
+T = TypeVar("T")
+
+#: Commands, in menu order, with their (English) descriptions; translated per language.
+COMMANDS = (
+    ("start", "Main menu"),
+    ("screen", "Screen a person for indicators"),
+    ("consent", "Explain consent to the person"),
+    ("checklist", "Checklists and risk ratings"),
+    ("quiz", "Practise with a quiz"),
+    ("language", "Change the language"),
+    ("cancel", "Stop the current checklist"),
+    ("forget", "Erase everything the bot holds about me"),
+    ("x", "Quick exit: stop and delete this conversation"),
+    ("help", "How this bot works"),
+)
+#: Which flow kinds each menu command lists.
+MENUS: dict[str, tuple[Kind, ...]] = {
+    "screen": (Kind.SCREENING,),
+    "consent": (Kind.CONSENT,),
+    "checklist": (Kind.CHECKLIST,),
+    "quiz": (Kind.QUIZ,),
+    "start": (Kind.SCREENING, Kind.CONSENT, Kind.CHECKLIST, Kind.QUIZ),
+}
+#: How often due message deletions run.
+CLEANUP_SECONDS = 20
+
+
+@dataclass
+class Context:
+    """Who and where an update is about, resolved once."""
+
+    owner: str
+    chat_id: int
+    tr: Translator
+    claim: str
+
+
+class WaymarkBot:
+    """The handlers, bound to one runtime.
+
+    Args:
+        runtime: The composition root's runtime.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.service: Service = runtime.service
+        self.store = runtime.store
+        self.codec = CallbackCodec(runtime.store.keys)
+        self.languages = available_languages()
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.flow_ids = sorted(runtime.flows)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking storage call off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def owner_of(self, user_id: int) -> str:
+        """The keyed pseudonym of a Telegram user."""
+        return self.store.keys.pseudonym("tg", user_id)
+
+    async def translator(self, owner: str, language_code: str | None) -> Translator:
+        """The person's language: their choice, Telegram's, the default, English."""
+        profile = await self.db(self.service.profile, owner)
+        language = resolve_language(
+            profile.get("lang"),
+            language_code,
+            self.runtime.settings.default_language,
+            self.languages,
+        )
+        return Translator(language)
+
+    # ------------------------------------------------------------------ entry
+
+    async def handle(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The one entry point for every update."""
+        del context
+        chat = update.effective_chat
+        user = update.effective_user
+        if chat is None:
+            return
+        if chat.type != ChatType.PRIVATE:
+            await self._refuse_group(update)
+            return
+        if user is None or user.is_bot:
+            return
+        async with self._locks[chat.id]:
+            owner = self.owner_of(user.id)
+            ctx = Context(
+                owner=owner,
+                chat_id=chat.id,
+                tr=await self.translator(owner, user.language_code),
+                claim=f"u{update.update_id}",
+            )
+            try:
+                if update.callback_query is not None:
+                    await self._on_press(update.callback_query, ctx)
+                elif update.message is not None:
+                    await self._on_message(update.message, ctx)
+            except Duplicate:
+                log.info("duplicate update ignored (owner %s…)", owner[:6])
+
+    async def _refuse_group(self, update: Update) -> None:
+        chat = update.effective_chat
+        assert chat is not None
+        if update.message is not None or update.my_chat_member is not None:
+            language = negotiate(
+                update.effective_user.language_code if update.effective_user else None,
+                self.languages,
+            )
+            tr = Translator(language or self.runtime.settings.default_language)
+            with contextlib.suppress(TelegramError):
+                await update.get_bot().send_message(
+                    chat.id,
+                    protect_content=True,
+                    text=tr.gettext(
+                        "Waymark works only in a private chat. Please open a private chat "
+                        "with the bot. Leaving this group."
+                    ),
+                )
+            with contextlib.suppress(TelegramError):
+                await update.get_bot().leave_chat(chat.id)
+        log.info("refused a %s chat", chat.type)
+
+    # ------------------------------------------------------------------ messages
+
+    async def _on_message(self, message: Message, ctx: Context) -> None:
+        await self._remember(ctx, message.message_id)
+        text = message.text
+        if text is None:
+            # Photos, voice, stickers, documents, locations…: never downloaded, never kept.
+            await self._send(
+                ctx,
+                ctx.tr.gettext(
+                    "I can only read text and button presses. Nothing from that message was saved."
+                ),
+            )
+            await self._reshow(ctx)
+            return
+        if text.startswith("/"):
+            command = text.split()[0][1:].split("@")[0].lower()
+            await self._command(command, ctx)
+            return
+        await self._typed(clean_input(text), ctx)
+
+    async def _command(self, command: str, ctx: Context) -> None:
+        if not await self.db(self.store.claim, ctx.claim, now=self.service.clock()):
+            raise Duplicate(ctx.claim)
+        if command in MENUS:
+            await self._menu(command, ctx)
+        elif command == "help":
+            await self._send(ctx, self._help(ctx.tr))
+        elif command == "language":
+            await self._language_menu(ctx)
+        elif command == "cancel":
+            await self._cancel(ctx)
+        elif command == "forget":
+            _ = ctx.tr.gettext
+            await self._send(
+                ctx,
+                _(
+                    "Erase everything Waymark holds about you: your open checklist, kept "
+                    "answers and settings? This cannot be undone."
+                ),
+                self._keyboard(
+                    [
+                        [(_("Yes, erase everything"), self.codec.pack(ctx.owner, "", "f", "y"))],
+                        [(_("No, keep it"), self.codec.pack(ctx.owner, "", "f", "n"))],
+                    ]
+                ),
+            )
+        elif command == "x":
+            await self._quick_exit(ctx)
+        else:
+            await self._send(
+                ctx, ctx.tr.gettext("Unknown command. Send /help to see what I can do.")
+            )
+
+    async def _typed(self, text: str, ctx: Context) -> None:
+        found = await self.db(self.service.current, ctx.owner)
+        if found is None:
+            await self._send(ctx, ctx.tr.gettext("Send /start to choose a checklist."))
+            return
+        _, state, flow = found
+        prompt = presenter.prompt(ctx.tr, flow, current_ask(flow, state))
+        if prompt.typed is None:
+            await self._send(ctx, ctx.tr.gettext("Please answer with the buttons."))
+            await self._reshow(ctx)
+            return
+        if not text:
+            await self._send(ctx, presenter.rejection(ctx.tr, Reason.EMPTY, {}))
+            return
+        await self._apply(ctx, TextInput(text), expected_seq=state.seq, edit=None)
+
+    # ------------------------------------------------------------------ presses
+
+    async def _on_press(self, query: CallbackQuery, ctx: Context) -> None:
+        press = self.codec.unpack(query.data or "")
+        message = query.message if isinstance(query.message, Message) else None
+        if press is None:
+            await query.answer(ctx.tr.gettext("This button is not valid."))
+            return
+        if press.kind == "a":
+            await self._answer_press(query, press, ctx, message)
+            return
+        if not self.codec.valid(press, ctx.owner, ""):
+            await query.answer(ctx.tr.gettext("This button is not valid."))
+            return
+        if not await self.db(self.store.claim, ctx.claim, now=self.service.clock()):
+            raise Duplicate(ctx.claim)
+        await query.answer()
+        if press.kind == "m" and press.fields and press.fields[0].isdigit():
+            index = int(press.fields[0])
+            if 0 <= index < len(self.flow_ids):
+                await self._start_flow(self.flow_ids[index], ctx)
+        elif press.kind == "l" and press.fields and press.fields[0] in self.languages:
+            await self.db(self.service.update_profile, ctx.owner, lang=press.fields[0])
+            ctx.tr = Translator(press.fields[0])
+            await self._send(ctx, ctx.tr.gettext("Language changed."))
+            await self._reshow(ctx)
+        elif press.kind == "f":
+            if press.fields == ("y",):
+                await self._forget(ctx, message)
+            elif message is not None:
+                with contextlib.suppress(TelegramError):
+                    await message.edit_text(esc(ctx.tr.gettext("Nothing was erased.")))
+        elif press.kind == "k":
+            await self.db(self.store.schedule_deletion, ctx.owner, None)
+            if message is not None:
+                with contextlib.suppress(TelegramError):
+                    await message.edit_reply_markup(None)
+            await self._send(ctx, ctx.tr.gettext("These messages will be kept."))
+
+    async def _answer_press(
+        self, query: CallbackQuery, press: Any, ctx: Context, message: Message | None
+    ) -> None:
+        found = await self.db(self.service.current, ctx.owner)
+        if found is None:
+            await query.answer(ctx.tr.gettext("This question is closed."))
+            return
+        record, state, flow = found
+        if not self.codec.valid(press, ctx.owner, record.id):
+            # Forged, foreign or from a session that has ended: change nothing.
+            await query.answer(ctx.tr.gettext("This button is not valid."))
+            return
+        seq = seq_value(press.fields[0]) if len(press.fields) == 2 else None
+        index = int(press.fields[1]) if len(press.fields) == 2 and press.fields[1].isdigit() else -1
+        if seq != state.seq:
+            await query.answer(ctx.tr.gettext("This question is closed. Here is the current one."))
+            await self._reshow(ctx)
+            return
+        prompt = presenter.prompt(ctx.tr, flow, current_ask(flow, state))
+        if not 0 <= index < len(prompt.actions):
+            await query.answer(ctx.tr.gettext("This button is not valid."))
+            return
+        given = self._input_for(prompt, prompt.actions[index], state)
+        await query.answer()
+        await self._apply(ctx, given, expected_seq=state.seq, edit=message)
+
+    @staticmethod
+    def _input_for(prompt: Prompt, action: Action, state: State) -> Input:
+        if action.code == BACK:
+            return Back()
+        if action.code == SKIP:
+            return Skip()
+        if action.code == DONE:
+            return Choice(tuple(state.pending.get("selection", ())))
+        if any(a.code == DONE for a in prompt.actions):
+            return Toggle(action.code)
+        return Choice((action.code,))
+
+    # ------------------------------------------------------------------ turns
+
+    async def _apply(
+        self, ctx: Context, given: Input, *, expected_seq: int, edit: Message | None
+    ) -> None:
+        try:
+            turn = await self.db(
+                self.service.answer,
+                ctx.owner,
+                given,
+                expected_seq=expected_seq,
+                claim=ctx.claim,
+            )
+        except InputRejected as exc:
+            await self._send(ctx, presenter.rejection(ctx.tr, exc.reason, exc.detail))
+            if exc.reason is not Reason.NOT_ACTIVE:
+                await self._reshow(ctx)
+            return
+        await self._render(ctx, turn, edit)
+
+    async def _start_flow(self, flow_id: str, ctx: Context) -> None:
+        flow = self.runtime.flows[flow_id]
+        consent = flow.flow.requires_consent
+        if consent is not None and not await self.db(
+            self.service.consent_given, ctx.owner, consent
+        ):
+            # A screening that needs consent starts with the consent explanation.
+            await self.db(self.service.update_profile, ctx.owner, then=flow_id)
+            await self._send(
+                ctx,
+                ctx.tr.gettext(
+                    "This screening needs the person's consent first. The consent explanation "
+                    "starts now; the screening follows if they agree."
+                ),
+            )
+            flow_id = consent
+        turn = await self.db(self.service.begin, ctx.owner, flow_id)
+        await self._render(ctx, turn, None)
+
+    async def _render(self, ctx: Context, turn: Turn, edit: Message | None) -> None:
+        """Show a turn's events: the first text edits the pressed message, the rest follow."""
+        flow = turn.flow
+        blocks: list[tuple[str, InlineKeyboardMarkup | None]] = []
+        ended = None
+        outcome: OutcomeReached | None = None
+        for event in turn.events:
+            if isinstance(event, Ask):
+                blocks.append(self._question(ctx, turn, event))
+            elif isinstance(event, Feedback):
+                blocks.append(
+                    (esc(presenter.feedback(ctx.tr, flow, event.step_id, event.correct)), None)
+                )
+            elif isinstance(event, Explain):
+                blocks.append((esc(presenter.explanation(ctx.tr, flow, event.step_id)), None))
+            elif isinstance(event, OutcomeReached):
+                outcome = event
+                blocks.append(
+                    (esc(presenter.outcome(ctx.tr, flow, event)), self._keep_button(ctx, flow))
+                )
+            elif isinstance(event, Ended):
+                ended = event
+                if event.reason in ("cancelled", "expired", "failed"):
+                    blocks.append(
+                        (esc(ctx.tr.gettext("Stopped. Nothing more will be asked.")), None)
+                    )
+        for number, (text, markup) in enumerate(blocks):
+            if number == 0 and edit is not None and await self._edit(ctx, edit, text, markup):
+                continue
+            await self._send_html(ctx, text, markup)
+        if ended is not None:
+            await self._after_end(ctx, flow, outcome)
+
+    async def _after_end(
+        self, ctx: Context, flow: LoadedFlow, outcome: OutcomeReached | None
+    ) -> None:
+        delay = flow.flow.delete_messages_seconds
+        if delay is not None:
+            at = self.service.clock() + timedelta(seconds=delay)
+            await self.db(self.store.schedule_deletion, ctx.owner, at)
+        profile = await self.db(self.service.profile, ctx.owner)
+        then = profile.get("then")
+        if flow.flow.kind is Kind.CONSENT and then:
+            await self.db(self.service.update_profile, ctx.owner, then=None)
+            if outcome is not None and outcome.outcome_id == "given" and then in self.runtime.flows:
+                turn = await self.db(self.service.begin, ctx.owner, then)
+                await self._render(ctx, turn, None)
+
+    def _question(
+        self, ctx: Context, turn: Turn, ask: Ask
+    ) -> tuple[str, InlineKeyboardMarkup | None]:
+        prompt = presenter.prompt(ctx.tr, turn.flow, ask)
+        rows: list[list[tuple[str, str]]] = []
+        answers = [
+            (i, a)
+            for i, a in enumerate(prompt.actions)
+            if not a.code.startswith("@") or a.code == DONE
+        ]
+        nav = [(i, a) for i, a in enumerate(prompt.actions) if a.code in (BACK, SKIP)]
+        short = all(len(a.label) <= 18 for _, a in answers)
+        row: list[tuple[str, str]] = []
+        for index, action in answers:
+            label = ("✅ " if action.chosen else "") + action.label
+            row.append(
+                (
+                    label,
+                    self.codec.pack(ctx.owner, turn.session_id, "a", seq_code(ask.seq), str(index)),
+                )
+            )
+            if not short or len(row) == 2:
+                rows.append(row)
+                row = []
+        if row:
+            rows.append(row)
+        if nav:
+            rows.append(
+                [
+                    (
+                        a.label,
+                        self.codec.pack(ctx.owner, turn.session_id, "a", seq_code(ask.seq), str(i)),
+                    )
+                    for i, a in nav
+                ]
+            )
+        text = f"<b>{esc(prompt.header)}</b>\n\n{esc(prompt.body)}"
+        return text, self._keyboard(rows) if rows else None
+
+    def _keep_button(self, ctx: Context, flow: LoadedFlow) -> InlineKeyboardMarkup | None:
+        if flow.flow.delete_messages_seconds is None:
+            return None
+        label = ctx.tr.gettext("Keep these messages")
+        return self._keyboard([[(label, self.codec.pack(ctx.owner, "", "k"))]])
+
+    @staticmethod
+    def _keyboard(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
+        return InlineKeyboardMarkup(
+            [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
+        )
+
+    async def _reshow(self, ctx: Context) -> None:
+        """Send the current question again (after a stale press or unexpected input)."""
+        found = await self.db(self.service.current, ctx.owner)
+        if found is None:
+            return
+        record, state, flow = found
+        turn = Turn(record.id, flow, state, [current_ask(flow, state)])
+        await self._render(ctx, turn, None)
+
+    # ------------------------------------------------------------------ menus and commands
+
+    async def _menu(self, command: str, ctx: Context) -> None:
+        _ = ctx.tr.gettext
+        kinds = MENUS[command]
+        rows = []
+        for index, flow_id in enumerate(self.flow_ids):
+            flow = self.runtime.flows[flow_id]
+            if flow.flow.kind not in kinds or flow_id.startswith("demo_"):
+                continue
+            title = ctx.tr.flow(flow_id, "@flow", "title", flow.flow.title)
+            rows.append([(title, self.codec.pack(ctx.owner, "", "m", str(index)))])
+        intro = {
+            "start": _("Welcome to Waymark. Choose a checklist, or send /help."),
+            "screen": _(
+                "Choose a screening. A screening supports your decision; it never identifies "
+                "a victim."
+            ),
+            "consent": _("Choose the consent explanation to give the person, in their language."),
+            "checklist": _("Choose a checklist."),
+            "quiz": _("Choose a quiz."),
+        }[command]
+        found = await self.db(self.service.current, ctx.owner)
+        if found is not None:
+            intro += "\n\n" + _(
+                "You have a checklist open; choosing another one ends it. Send /cancel to stop it."
+            )
+        await self._send(ctx, intro, self._keyboard(rows))
+
+    async def _language_menu(self, ctx: Context) -> None:
+        rows = []
+        for code in self.languages:
+            name = Locale.parse(code).get_display_name(code) or code
+            status = review_status(code)
+            if status == "draft":
+                name += f" ({ctx.tr.gettext('draft translation')})"
+            rows.append([(name, self.codec.pack(ctx.owner, "", "l", code))])
+        await self._send(ctx, ctx.tr.gettext("Choose your language."), self._keyboard(rows))
+
+    def _help(self, tr: Translator) -> str:
+        lines = [tr.gettext("Waymark walks you through checklists, one question at a time.")]
+        lines += [f"/{name} — {tr.gettext(text)}" for name, text in COMMANDS]
+        lines.append(
+            tr.gettext(
+                "Only answer codes are kept, encrypted, and they expire by themselves. Typed "
+                "text is not kept unless a checklist says so. /x ends at once and deletes "
+                "this conversation."
+            )
+        )
+        return "\n".join(lines)
+
+    async def _cancel(self, ctx: Context) -> None:
+        turn = await self.db(self.service.cancel, ctx.owner)
+        if turn is None:
+            await self._send(ctx, ctx.tr.gettext("There is nothing to stop."))
+            return
+        await self._render(ctx, turn, None)
+
+    async def _forget(self, ctx: Context, message: Message | None) -> None:
+        await self._delete_conversation(ctx)
+        removed = await self.db(self.service.forget, ctx.owner)
+        log.info("forget: %d rows erased (owner %s…)", removed, ctx.owner[:6])
+        if message is not None:
+            with contextlib.suppress(TelegramError):
+                await message.delete()
+        await self.runtime_bot.send_message(
+            ctx.chat_id,
+            ctx.tr.gettext("Everything Waymark held about you has been erased."),
+            protect_content=True,
+        )
+
+    async def _quick_exit(self, ctx: Context) -> None:
+        found = await self.db(self.service.current, ctx.owner)
+        if found is not None:
+            await self.db(self.service.erase_session, found[0].id)
+        await self._delete_conversation(ctx)
+        log.info("quick exit (owner %s…)", ctx.owner[:6])
+
+    async def _delete_conversation(self, ctx: Context) -> None:
+        refs = await self.db(self.store.messages_of, ctx.owner, now=self.service.clock())
+        await self._delete_refs(refs)
+
+    async def _delete_refs(self, refs: list[Any]) -> None:
+        by_chat: defaultdict[int, list[Any]] = defaultdict(list)
+        for ref in refs:
+            by_chat[ref.chat_id].append(ref)
+        for chat_id, items in by_chat.items():
+            for start in range(0, len(items), 100):
+                batch = items[start : start + 100]
+                with contextlib.suppress(BadRequest, Forbidden):
+                    await self.runtime_bot.delete_messages(chat_id, [r.message_id for r in batch])
+                await self.db(self.store.forget_messages, [r.row_id for r in batch])
+
+    # ------------------------------------------------------------------ sending
+
+    runtime_bot: Any = None  # set by build_application: the Application's Bot
+
+    async def _remember(self, ctx: Context, message_id: int) -> None:
+        await self.db(
+            self.store.remember_message,
+            ctx.owner,
+            ctx.chat_id,
+            message_id,
+            now=self.service.clock(),
+            profile_expires_at=self.service.profile_expiry(),
+        )
+
+    async def _send(
+        self, ctx: Context, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        await self._send_html(ctx, esc(text), markup)
+
+    async def _send_html(
+        self, ctx: Context, html_text: str, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        parts = chunks(html_text)
+        for number, part in enumerate(parts):
+            # Every message is protected from forwarding and saving. (Not through PTB's
+            # Defaults: those leak protect_content into editMessageText, which rejects it.)
+            sent = await self.runtime_bot.send_message(
+                ctx.chat_id,
+                part,
+                parse_mode=ParseMode.HTML,
+                protect_content=True,
+                reply_markup=markup if number == len(parts) - 1 else None,
+            )
+            await self._remember(ctx, sent.message_id)
+
+    async def _edit(
+        self, ctx: Context, message: Message, html_text: str, markup: InlineKeyboardMarkup | None
+    ) -> bool:
+        if len(html_text) > 4000:
+            return False
+        try:
+            await message.edit_text(html_text, parse_mode=ParseMode.HTML, reply_markup=markup)
+        except BadRequest as exc:
+            # "Not modified" means it already shows this; anything else: send a new message.
+            return "not modified" in str(exc).lower()
+        return True
+
+    # ------------------------------------------------------------------ background work
+
+    async def start_background(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        """Register commands and start the purge and message-cleanup loops."""
+        self.runtime_bot = app.bot
+        with contextlib.suppress(TelegramError):
+            await app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS])
+        self._tasks = [
+            asyncio.create_task(self._every(self.runtime.settings.purge_interval, self._purge)),
+            asyncio.create_task(self._every(CLEANUP_SECONDS, self._cleanup)),
+        ]
+
+    async def stop_background(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        """Stop the background loops."""
+        del app
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await job()
+            except Exception:
+                log.exception("background job failed")  # keep the loop alive
+            await asyncio.sleep(seconds)
+
+    async def _purge(self) -> None:
+        counts = await self.db(self.store.purge, now=self.service.clock())
+        if counts.total:
+            log.info(
+                "purged %d answers, %d sessions, %d data keys",
+                counts.answers,
+                counts.sessions,
+                counts.data_keys,
+            )
+
+    async def _cleanup(self) -> None:
+        due = await self.db(self.store.due_messages, now=self.service.clock())
+        if due:
+            await self._delete_refs(due)
+            log.info("deleted %d scheduled messages", len(due))
+
+
+def build_application(
+    runtime: Runtime,
+) -> tuple[Application[Any, Any, Any, Any, Any, Any], WaymarkBot]:
+    """Build the python-telegram-bot Application with Waymark's one handler."""
+    settings = runtime.settings
+    assert settings.bot_token is not None
+    waymark = WaymarkBot(runtime)
+    builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
+        ApplicationBuilder()
+        .token(settings.bot_token.get_secret_value())
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .concurrent_updates(True)
+        .post_init(waymark.start_background)
+        .post_shutdown(waymark.stop_background)
+    )
+    if settings.telegram_base_url:
+        base = settings.telegram_base_url.rstrip("/")
+        builder = builder.base_url(base).base_file_url(base.replace("/bot", "/file/bot"))
+    app = builder.build()
+    app.add_handler(TypeHandler(Update, waymark.handle))
+    app.add_error_handler(_on_error)
+    waymark.runtime_bot = app.bot
+    return app, waymark
+
+
+async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    # Only the error's type and message: an update can carry answer text and ids.
+    error = context.error
+    log.error("update failed: %s: %s", type(error).__name__, str(error)[:200])
 
 
 def run_bot(runtime: Runtime, *, webhook: bool) -> int:
-    """Run the bot until stopped; return the exit status."""
-    raise NotImplementedError("the Telegram front end is built in the next issue")
+    """Run the bot until SIGTERM or SIGINT; return the exit status."""
+    app, _ = build_application(runtime)
+    if webhook:
+        from bot.webhook import serve_webhook  # noqa: PLC0415 - tornado only for webhooks
+
+        return asyncio.run(serve_webhook(app, runtime.settings))
+    # run_polling installs SIGTERM/SIGINT handlers and stops gracefully on them.
+    app.run_polling(
+        allowed_updates=["message", "callback_query", "my_chat_member"],
+        stop_signals=(signal.SIGTERM, signal.SIGINT),
+    )
+    return 0

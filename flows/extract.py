@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from typing import IO, Any
 
-from flows.errors import FlowDefinitionError
 from flows.loader import load_text
 from flows.texts import flow_texts
 
@@ -37,10 +36,7 @@ def extract_flow(
     del keywords, comment_tags, options
     name = getattr(fileobj, "name", "<flow>")
     text = fileobj.read().decode("utf-8")
-    try:
-        loaded = load_text(text, str(name))
-    except FlowDefinitionError:
-        raise
+    loaded = load_text(text, str(name))  # a broken flow raises: extraction must not hide it
     for item in flow_texts(loaded):
         comments = [item.comment] if item.comment else []
         yield item.line, "pgettext", (item.context, item.text), comments

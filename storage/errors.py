@@ -9,6 +9,7 @@ The tree::
     │   └── WrongKey             the key ring does not open this database
     ├── DecryptionFailed         a ciphertext was tampered with, or bound to another row
     ├── Conflict                 another writer changed the row first (optimistic locking)
+    ├── Duplicate                this update was already applied (exactly-once claims)
     └── DatabaseUnavailable      the database cannot be reached or opened
 """
 
@@ -41,6 +42,10 @@ class DecryptionFailed(StorageError):
 
 class Conflict(StorageError):
     """The row changed since it was read; the caller should reload and retry."""
+
+
+class Duplicate(StorageError):
+    """The update was applied before; applying it again would double it."""
 
 
 class DatabaseUnavailable(StorageError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -127,3 +128,47 @@ class FlowSnapshot(Base):
     digest: Mapped[str] = mapped_column(String(64))
     body: Mapped[bytes] = mapped_column(LargeBinary)  # zlib-compressed canonical JSON
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Profile(Base):
+    """One person's settings (language, the message holding their current question…).
+
+    Everything is ciphertext under the profile's own data key; ``owner`` is a pseudonym.
+    """
+
+    __tablename__ = "profiles"
+    owner: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"))
+    data_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ProcessedUpdate(Base):
+    """An update already applied, so a redelivered or duplicated one changes nothing twice.
+
+    Claimed in the same transaction as the change it caused. Update ids are Telegram's
+    counters, not personal data; the row expires after a day.
+    """
+
+    __tablename__ = "processed_updates"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ChatMessage(Base):
+    """A message of a conversation to delete later (on schedule or on quick exit).
+
+    The chat id and message id are ciphertext under the owner's profile key.
+    """
+
+    __tablename__ = "chat_messages"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    owner: Mapped[str] = mapped_column(String(32), index=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"))
+    ref_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    delete_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

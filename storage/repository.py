@@ -10,19 +10,32 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import crypto
 from storage.crypto import KeyRing
-from storage.errors import Conflict, DatabaseUnavailable, KeyFileMissing, WrongKey
-from storage.models import AnswerRow, DataKey, FlowSnapshot, Meta, SessionRow
+from storage.errors import Conflict, DatabaseUnavailable, Duplicate, KeyFileMissing, WrongKey
+from storage.models import (
+    AnswerRow,
+    ChatMessage,
+    DataKey,
+    FlowSnapshot,
+    Meta,
+    ProcessedUpdate,
+    Profile,
+    SessionRow,
+)
 
 _VERIFIER = "key_verifier"
+#: How long an update claim is kept: Telegram redelivers for at most a day.
+CLAIM_TTL = timedelta(days=1)
+#: Telegram lets bots delete messages for 48 hours; a reference older than that is useless.
+MESSAGE_TTL = timedelta(hours=47)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +107,12 @@ class Store:
         try:
             with self._sessions.begin() as db:
                 yield db
+        except IntegrityError as exc:
+            if "processed_updates" in str(exc) or "pk_processed_updates" in str(exc):
+                raise Duplicate("this update was applied already") from None
+            raise Conflict(f"integrity: {type(exc.orig).__name__}") from None
         except SQLAlchemyError as exc:
-            if isinstance(exc, SQLAlchemyError) and "database is locked" in str(exc):
+            if "database is locked" in str(exc):
                 raise Conflict("the database is busy; retry") from None
             raise DatabaseUnavailable(f"database error: {type(exc).__name__}") from exc
 
@@ -226,8 +243,18 @@ class Store:
         status: str,
         now: datetime,
         answers: Iterable[AnswerChange] = (),
+        claim: str | None = None,
     ) -> int:
         """Write a new state and the answer changes of one step, atomically.
+
+        Args:
+            session_id: The session.
+            state: The new state.
+            expected_version: The version read; a different stored version is a conflict.
+            status: ``active`` or ``ended``.
+            now: The clock.
+            answers: Answers to keep or drop.
+            claim: An update key claimed in the same transaction (exactly-once).
 
         Returns:
             The new version.
@@ -235,8 +262,12 @@ class Store:
         Raises:
             Conflict: The session changed (or expired) since ``expected_version`` was read;
                 nothing was written.
+            Duplicate: ``claim`` was claimed before; nothing was written.
         """
         with self._tx() as db:
+            if claim is not None:
+                db.add(ProcessedUpdate(key=claim, expires_at=now + CLAIM_TTL))
+                db.flush()
             row = db.scalars(
                 select(SessionRow).where(SessionRow.id == session_id).with_for_update()
             ).first()
@@ -318,7 +349,26 @@ class Store:
             rows = db.execute(
                 select(SessionRow.id, SessionRow.key_id).where(SessionRow.owner == owner)
             ).all()
-            return self._delete(db, [r.id for r in rows], [r.key_id for r in rows])
+            counts = self._delete(db, [r.id for r in rows], [r.key_id for r in rows])
+            profile = db.get(Profile, owner)
+            db.execute(delete(ChatMessage).where(ChatMessage.owner == owner))
+            if profile is not None:
+                key_id = profile.key_id
+                db.delete(profile)
+                db.flush()
+                db.execute(delete(DataKey).where(DataKey.id == key_id))
+                counts += PurgeCounts(data_keys=1)
+            return counts
+
+    def sessions_of(self, owner: str, *, now: datetime) -> list[SessionRecord]:
+        """Every unexpired session of an owner, newest first."""
+        with self._tx() as db:
+            rows = db.scalars(
+                select(SessionRow)
+                .where(SessionRow.owner == owner, SessionRow.expires_at > now)
+                .order_by(SessionRow.created_at.desc())
+            ).all()
+            return [r for r in (self._read(db, row, now) for row in rows) if r is not None]
 
     def _delete(self, db: Session, session_ids: list[str], key_ids: list[str]) -> PurgeCounts:
         if not session_ids and not key_ids:
@@ -355,6 +405,21 @@ class Store:
                 if not rows:
                     break
                 total += self._delete(db, [r.id for r in rows], [r.key_id for r in rows])
+        with self._tx() as db:
+            db.execute(delete(ProcessedUpdate).where(ProcessedUpdate.expires_at <= now))
+            db.execute(delete(ChatMessage).where(ChatMessage.expires_at <= now))
+        while True:
+            with self._tx() as db:
+                owners = list(
+                    db.scalars(select(Profile.owner).where(Profile.expires_at <= now).limit(batch))
+                )
+                if not owners:
+                    break
+                keys = list(db.scalars(select(Profile.key_id).where(Profile.owner.in_(owners))))
+                db.execute(delete(ChatMessage).where(ChatMessage.owner.in_(owners)))
+                db.execute(delete(Profile).where(Profile.owner.in_(owners)))
+                result = db.execute(delete(DataKey).where(DataKey.id.in_(keys)))
+                total += PurgeCounts(data_keys=result.rowcount)  # type: ignore[attr-defined]
         while True:
             with self._tx() as db:
                 # Keys whose owner row is gone or which expired on their own.
@@ -425,3 +490,168 @@ class Store:
         with self._tx() as db:
             row = db.get(FlowSnapshot, (flow_id, version))
             return None if row is None else (row.digest, zlib.decompress(row.body).decode())
+
+    # ------------------------------------------------------------------ exactly-once claims
+
+    def claim(self, key: str, *, now: datetime) -> bool:
+        """Claim an update key for a change that touches no session; False if seen before."""
+        try:
+            with self._tx() as db:
+                db.add(ProcessedUpdate(key=key, expires_at=now + CLAIM_TTL))
+        except Duplicate:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ profiles
+
+    def profile(self, owner: str, *, now: datetime) -> dict[str, Any]:
+        """An owner's profile data (empty if none or expired)."""
+        with self._tx() as db:
+            row = db.get(Profile, owner)
+            if row is None or row.expires_at <= now:
+                return {}
+            dek = self._dek(db, row.key_id, now)
+            if dek is None:
+                return {}
+            data: dict[str, Any] = crypto.unseal(
+                dek, row.data_ct, table="profiles", row=owner, column="data"
+            )
+            return data
+
+    def _profile_key(self, db: Session, owner: str, now: datetime, expires_at: datetime) -> bytes:
+        row = db.get(Profile, owner)
+        if row is not None and row.expires_at > now:
+            dek = self._dek(db, row.key_id, now)
+            if dek is not None:
+                row.expires_at = max(row.expires_at, expires_at)
+                key_row = db.get(DataKey, row.key_id)
+                if key_row is not None:
+                    key_row.expires_at = max(key_row.expires_at, expires_at)
+                return dek
+        if row is not None:
+            # Expired but not yet purged: start afresh, shredding the old key.
+            old_key = row.key_id
+            db.execute(delete(ChatMessage).where(ChatMessage.owner == owner))
+            db.delete(row)
+            db.flush()
+            db.execute(delete(DataKey).where(DataKey.id == old_key))
+        key_id, dek = self._new_key(db, expires_at)
+        db.add(
+            Profile(
+                owner=owner,
+                key_id=key_id,
+                data_ct=crypto.seal(dek, {}, table="profiles", row=owner, column="data"),
+                version=1,
+                updated_at=now,
+                expires_at=expires_at,
+            )
+        )
+        db.flush()
+        return dek
+
+    def update_profile(
+        self, owner: str, changes: dict[str, Any], *, now: datetime, expires_at: datetime
+    ) -> dict[str, Any]:
+        """Merge ``changes`` into the profile (None deletes a key); extend its expiry."""
+        with self._tx() as db:
+            dek = self._profile_key(db, owner, now, expires_at)
+            row = db.scalars(select(Profile).where(Profile.owner == owner).with_for_update()).one()
+            data = crypto.unseal(dek, row.data_ct, table="profiles", row=owner, column="data")
+            for key, value in changes.items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            row.data_ct = crypto.seal(dek, data, table="profiles", row=owner, column="data")
+            row.version += 1
+            row.updated_at = now
+            result: dict[str, Any] = data
+            return result
+
+    # ------------------------------------------------------------------ chat messages
+
+    def remember_message(
+        self,
+        owner: str,
+        chat_id: int,
+        message_id: int,
+        *,
+        now: datetime,
+        profile_expires_at: datetime,
+        delete_after: datetime | None = None,
+    ) -> None:
+        """Note a message of the conversation, so that it can be deleted later."""
+        with self._tx() as db:
+            dek = self._profile_key(db, owner, now, profile_expires_at)
+            key_id = db.get(Profile, owner).key_id  # type: ignore[union-attr]
+            row = ChatMessage(
+                owner=owner,
+                key_id=key_id,
+                ref_ct=b"",
+                delete_after=delete_after,
+                expires_at=now + MESSAGE_TTL,
+            )
+            db.add(row)
+            db.flush()
+            row.ref_ct = crypto.seal(
+                dek, [chat_id, message_id], table="chat_messages", row=str(row.id), column="ref"
+            )
+
+    def _refs(self, db: Session, rows: Iterable[ChatMessage], now: datetime) -> list[MessageRef]:
+        keys: dict[str, bytes | None] = {}
+        out = []
+        for row in rows:
+            if row.key_id not in keys:
+                keys[row.key_id] = self._dek(db, row.key_id, now)
+            dek = keys[row.key_id]
+            if dek is None:
+                continue
+            chat_id, message_id = crypto.unseal(
+                dek, row.ref_ct, table="chat_messages", row=str(row.id), column="ref"
+            )
+            out.append(MessageRef(row.id, row.owner, int(chat_id), int(message_id)))
+        return out
+
+    def messages_of(self, owner: str, *, now: datetime) -> list[MessageRef]:
+        """Every remembered, still deletable message of an owner."""
+        with self._tx() as db:
+            rows = db.scalars(
+                select(ChatMessage).where(ChatMessage.owner == owner, ChatMessage.expires_at > now)
+            ).all()
+            return self._refs(db, rows, now)
+
+    def due_messages(self, *, now: datetime, limit: int = 500) -> list[MessageRef]:
+        """Messages whose scheduled deletion time has come."""
+        with self._tx() as db:
+            rows = db.scalars(
+                select(ChatMessage)
+                .where(ChatMessage.delete_after <= now, ChatMessage.expires_at > now)
+                .order_by(ChatMessage.id)
+                .limit(limit)
+            ).all()
+            return self._refs(db, rows, now)
+
+    def schedule_deletion(self, owner: str, at: datetime | None) -> int:
+        """Schedule (or, with None, keep) every remembered message of an owner."""
+        with self._tx() as db:
+            result = db.execute(
+                update(ChatMessage).where(ChatMessage.owner == owner).values(delete_after=at)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def forget_messages(self, ids: Iterable[int]) -> None:
+        """Drop message references (deleted, or no longer deletable)."""
+        ids = list(ids)
+        if ids:
+            with self._tx() as db:
+                db.execute(delete(ChatMessage).where(ChatMessage.id.in_(ids)))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """A message to delete: its reference row, owner, chat and message id."""
+
+    row_id: int
+    owner: str
+    chat_id: int
+    message_id: int
