@@ -37,7 +37,7 @@ class Harness:
         return self.runtime.store.keys.pseudonym("tg", self.user)
 
     async def idle(self) -> None:
-        await self.fake.wait_idle(quiet=0.25, timeout=10)
+        await self.fake.wait_idle(quiet=0.15, timeout=10)
 
     async def send(self, text: str, **kw: Any) -> int:
         update_id = self.fake.user_text(self.chat, text, user_id=self.user, **kw)
@@ -74,6 +74,10 @@ class Harness:
             labels = self.labels()
             answer = [lab for lab in labels if lab not in ("Back", "Skip")]
             pick = choose(state.current, answer) if choose else None
+            if pick is None and "Done" in answer:
+                # Multi choice: tick the first option once, then submit.
+                ticked = any(label.startswith("✅") for label in answer)
+                pick = "Done" if ticked else answer[0]
             if pick is None and answer:
                 pick = answer[0]
             if pick is None:
