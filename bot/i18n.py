@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from babel import Locale, UnknownLocaleError, negotiate_locale
+from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 
 from flows import texts
@@ -83,6 +84,10 @@ class Translator:
         catalog = _catalog(self.language, "flows", self.directory)
         translated = catalog.pgettext(texts.context(flow_id, owner, name), source)
         return str(translated) if translated else source
+
+    def number(self, value: int | float) -> str:
+        """A number in this language's conventions (Babel/CLDR)."""
+        return format_decimal(value, locale=self.language)
 
     @property
     def rtl(self) -> bool:

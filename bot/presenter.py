@@ -109,7 +109,7 @@ def prompt(tr: Translator, flow: LoadedFlow, ask: Ask) -> Prompt:
     step = flow.steps[ask.step_id]
     section = flow.section_of[ask.step_id]
     title = _t(tr, flow, f"@{section.id}", "title", section.title)
-    header = f"{title} · {ask.position}/{ask.total}"
+    header = f"{title} · {tr.number(ask.position)}/{tr.number(ask.total)}"
     body = step_text(tr, flow, step)
     labels = _fixed_labels(tr)
     codes: tuple[str, ...] = ()
@@ -201,7 +201,8 @@ def outcome(tr: Translator, flow: LoadedFlow, event: OutcomeReached) -> str:
     titles = {c.id: c.title for c in flow.flow.scoring.categories}
     if event.categories:
         found = [
-            f"• {_t(tr, flow, f'#{cid}', 'title', titles.get(cid, cid))}: {count}"
+            f"• {_t(tr, flow, f'#{cid}', 'title', titles.get(cid, cid))}: "
+            + tr.ngettext("{n} indicator", "{n} indicators", count).format(n=tr.number(count))
             for cid, count in sorted(event.categories.items())
         ]
         parts.append(_("Indicators found, by category:") + "\n" + "\n".join(found))
@@ -210,7 +211,7 @@ def outcome(tr: Translator, flow: LoadedFlow, event: OutcomeReached) -> str:
     if event.quiz is not None:
         parts.append(
             _("Score: {correct} of {total}.").format(
-                correct=event.quiz.correct, total=event.quiz.total
+                correct=tr.number(event.quiz.correct), total=tr.number(event.quiz.total)
             )
         )
         for step_id in event.quiz.missed:
@@ -223,7 +224,7 @@ def outcome(tr: Translator, flow: LoadedFlow, event: OutcomeReached) -> str:
     for summary in event.checklist:
         section = next(s for s in flow.flow.sections if s.id == summary.section_id)
         labels = _fixed_labels(tr)
-        counts = ", ".join(f"{labels[k]} {v}" for k, v in summary.counts.items())
+        counts = ", ".join(f"{labels[k]} {tr.number(v)}" for k, v in summary.counts.items())
         lines = [f"{_t(tr, flow, f'@{section.id}', 'title', section.title)}: {counts}"]
         for item_id in summary.missing:
             item = flow.steps[item_id]

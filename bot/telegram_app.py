@@ -51,7 +51,7 @@ from bot.i18n_status import review_status
 from bot.presenter import BACK, DONE, SKIP, Action, Prompt
 from bot.runtime import Runtime
 from bot.service import Service, Turn
-from bot.text import chunks, clean_input, esc
+from bot.text import chunks, clean_input, directional, esc
 from flows.engine import current_ask
 from flows.errors import InputRejected, Reason
 from flows.events import (
@@ -102,12 +102,21 @@ CLEANUP_SECONDS = 20
 
 @dataclass
 class Context:
-    """Who and where an update is about, resolved once."""
+    """Who and where an update is about, resolved once.
+
+    Attributes:
+        owner: The person's pseudonym.
+        chat_id: The private chat.
+        tr: The person's own language.
+        claim: The update's exactly-once key.
+        respondent: The language of the person being screened (bilingual mode), if set.
+    """
 
     owner: str
     chat_id: int
     tr: Translator
     claim: str
+    respondent: Translator | None = None
 
 
 class WaymarkBot:
@@ -137,8 +146,13 @@ class WaymarkBot:
         """The keyed pseudonym of a Telegram user."""
         return self.store.keys.pseudonym("tg", user_id)
 
-    async def translator(self, owner: str, language_code: str | None) -> Translator:
-        """The person's language: their choice, Telegram's, the default, English."""
+    async def translators(
+        self, owner: str, language_code: str | None
+    ) -> tuple[Translator, Translator | None]:
+        """The person's language and the respondent's (bilingual mode), if one is chosen.
+
+        The person's own: their choice, else Telegram's, else the default, else English.
+        """
         profile = await self.db(self.service.profile, owner)
         language = resolve_language(
             profile.get("lang"),
@@ -146,7 +160,9 @@ class WaymarkBot:
             self.runtime.settings.default_language,
             self.languages,
         )
-        return Translator(language)
+        respondent = profile.get("resp_lang")
+        other = Translator(respondent) if respondent in self.languages else None
+        return Translator(language), other
 
     # ------------------------------------------------------------------ entry
 
@@ -164,11 +180,13 @@ class WaymarkBot:
             return
         async with self._locks[chat.id]:
             owner = self.owner_of(user.id)
+            own, respondent = await self.translators(owner, user.language_code)
             ctx = Context(
                 owner=owner,
                 chat_id=chat.id,
-                tr=await self.translator(owner, user.language_code),
+                tr=own,
                 claim=f"u{update.update_id}",
+                respondent=respondent,
             )
             try:
                 if update.callback_query is not None:
@@ -291,6 +309,23 @@ class WaymarkBot:
             index = int(press.fields[0])
             if 0 <= index < len(self.flow_ids):
                 await self._start_flow(self.flow_ids[index], ctx)
+        elif press.kind == "r" and press.fields:
+            code = press.fields[0]
+            chosen = code if code in self.languages else None
+            await self.db(self.service.update_profile, ctx.owner, resp_lang=chosen)
+            if chosen is None:
+                await self._send(
+                    ctx, ctx.tr.gettext("Screening questions will be shown in your language only.")
+                )
+            else:
+                name = Locale.parse(chosen).get_display_name(chosen) or chosen
+                await self._send(
+                    ctx,
+                    ctx.tr.gettext(
+                        "Screening questions will be shown in {language} first, then in your "
+                        "language. The consent explanation is given whole in {language}."
+                    ).format(language=name),
+                )
         elif press.kind == "l" and press.fields and press.fields[0] in self.languages:
             await self.db(self.service.update_profile, ctx.owner, lang=press.fields[0])
             ctx.tr = Translator(press.fields[0])
@@ -396,16 +431,18 @@ class WaymarkBot:
             if isinstance(event, Ask):
                 blocks.append(self._question(ctx, turn, event))
             elif isinstance(event, Feedback):
-                blocks.append(
-                    (esc(presenter.feedback(ctx.tr, flow, event.step_id, event.correct)), None)
-                )
+                text = presenter.feedback(ctx.tr, flow, event.step_id, event.correct)
+                blocks.append((esc(directional(text, ctx.tr.rtl)), None))
             elif isinstance(event, Explain):
-                blocks.append((esc(presenter.explanation(ctx.tr, flow, event.step_id)), None))
+                voice = self._voice(ctx, flow)[0]
+                text = presenter.explanation(voice, flow, event.step_id)
+                blocks.append((esc(directional(text, voice.rtl)), None))
             elif isinstance(event, OutcomeReached):
                 outcome = event
-                blocks.append(
-                    (esc(presenter.outcome(ctx.tr, flow, event)), self._keep_button(ctx, flow))
-                )
+                # A consent outcome is for the person; every other outcome for the practitioner.
+                voice = self._voice(ctx, flow)[0] if flow.flow.kind is Kind.CONSENT else ctx.tr
+                text = directional(presenter.outcome(voice, flow, event), voice.rtl)
+                blocks.append((esc(text), self._keep_button(ctx, flow)))
             elif isinstance(event, Ended):
                 ended = event
                 if event.reason in ("cancelled", "expired", "failed"):
@@ -434,10 +471,51 @@ class WaymarkBot:
                 turn = await self.db(self.service.begin, ctx.owner, then)
                 await self._render(ctx, turn, None)
 
+    def _voice(self, ctx: Context, flow: LoadedFlow) -> tuple[Translator, Translator | None]:
+        """Who a flow speaks to: (first language, second language or None).
+
+        Consent is given whole in the respondent's language; a screening shows the
+        respondent's language first and the responder's below; everything else is the
+        person's own language only.
+        """
+        other = ctx.respondent
+        if other is None or other.language == ctx.tr.language:
+            return ctx.tr, None
+        if flow.flow.kind is Kind.CONSENT:
+            return other, None
+        if flow.flow.kind is Kind.SCREENING:
+            return other, ctx.tr
+        return ctx.tr, None
+
     def _question(
         self, ctx: Context, turn: Turn, ask: Ask
     ) -> tuple[str, InlineKeyboardMarkup | None]:
-        prompt = presenter.prompt(ctx.tr, turn.flow, ask)
+        first, second = self._voice(ctx, turn.flow)
+        prompt = presenter.prompt(first, turn.flow, ask)
+        if second is not None:
+            own = presenter.prompt(second, turn.flow, ask)
+            prompt = Prompt(
+                header=own.header,
+                body=directional(prompt.body, first.rtl)
+                + "\n\n"
+                + directional(own.body, second.rtl),
+                actions=tuple(
+                    Action(
+                        a.code,
+                        a.label if a.label == b.label else f"{a.label} · {b.label}",
+                        a.chosen,
+                    )
+                    for a, b in zip(prompt.actions, own.actions, strict=True)
+                ),
+                typed=prompt.typed,
+            )
+        else:
+            prompt = Prompt(
+                directional(prompt.header, first.rtl),
+                directional(prompt.body, first.rtl),
+                prompt.actions,
+                prompt.typed,
+            )
         rows: list[list[tuple[str, str]]] = []
         answers = [
             (i, a)
@@ -524,14 +602,29 @@ class WaymarkBot:
         await self._send(ctx, intro, self._keyboard(rows))
 
     async def _language_menu(self, ctx: Context) -> None:
-        rows = []
-        for code in self.languages:
-            name = Locale.parse(code).get_display_name(code) or code
-            status = review_status(code)
-            if status == "draft":
-                name += f" ({ctx.tr.gettext('draft translation')})"
-            rows.append([(name, self.codec.pack(ctx.owner, "", "l", code))])
-        await self._send(ctx, ctx.tr.gettext("Choose your language."), self._keyboard(rows))
+        def rows(kind: str) -> list[list[tuple[str, str]]]:
+            out = []
+            for code in self.languages:
+                # Each language is named in its own script, with its review status.
+                name = Locale.parse(code).get_display_name(code) or code
+                if review_status(code) == "draft":
+                    name += f" ({ctx.tr.gettext('draft translation')})"
+                out.append([(name, self.codec.pack(ctx.owner, "", kind, code))])
+            return out
+
+        await self._send(ctx, ctx.tr.gettext("Choose your language."), self._keyboard(rows("l")))
+        respondent = rows("r")
+        respondent.insert(
+            0, [(ctx.tr.gettext("Same as mine"), self.codec.pack(ctx.owner, "", "r", "-"))]
+        )
+        await self._send(
+            ctx,
+            ctx.tr.gettext(
+                "Which language does the person you screen read? Screening questions are then "
+                "shown in their language first, and the consent explanation wholly in it."
+            ),
+            self._keyboard(respondent),
+        )
 
     def _help(self, tr: Translator) -> str:
         lines = [tr.gettext("Waymark walks you through checklists, one question at a time.")]

@@ -9,6 +9,7 @@ scramble.
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 
 #: Longest typed text the bot looks at at all; flows cap their own answers lower.
@@ -53,6 +54,20 @@ def esc(text: str) -> str:
 def isolate(value: str) -> str:
     """Wrap a left-to-right value (a code, a number, a name) for right-to-left text."""
     return f"{LRI}{value}{PDI}"
+
+
+_LTR_RUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 .,:/()+\-]*[A-Za-z0-9)]|[A-Za-z0-9]")
+
+
+def directional(text: str, rtl: bool) -> str:
+    """In right-to-left text, isolate every left-to-right run (codes, numbers, "Tool 1.6").
+
+    Without isolates, a run such as "3/12" or "Tool 1.6" beside Arabic letters is reordered
+    by the bidi algorithm and reads scrambled.
+    """
+    if not rtl:
+        return text
+    return _LTR_RUN.sub(lambda m: isolate(m.group(0)), text)
 
 
 def chunks(text: str, limit: int = MAX_CHUNK) -> list[str]:

@@ -65,19 +65,30 @@ class Harness:
         found = self.runtime.service.current(self.owner)
         return None if found is None else found[1]
 
-    async def play(self, choose: Any = None, typed: str = "12", limit: int = 200) -> None:
+    async def play(
+        self, choose: Any = None, typed: str = "12", limit: int = 200, language: str = "en"
+    ) -> None:
         """Answer until the flow ends: the first answer button, or ``choose(step, labels)``."""
+        from bot.i18n import Translator  # noqa: PLC0415
+
+        tr = Translator(language)
+        back, skip, done = tr.gettext("Back"), tr.gettext("Skip"), tr.gettext("Done")
         for _ in range(limit):
             state = self.state()
             if state is None:
                 return
             labels = self.labels()
-            answer = [lab for lab in labels if lab not in ("Back", "Skip")]
+            answer = [
+                lab
+                for lab in labels
+                if not lab.startswith((back, skip)) and lab not in (back, skip)
+            ]
             pick = choose(state.current, answer) if choose else None
-            if pick is None and "Done" in answer:
+            done_label = next((lab for lab in answer if lab.startswith(done)), None)
+            if pick is None and done_label is not None:
                 # Multi choice: tick the first option once, then submit.
                 ticked = any(label.startswith("✅") for label in answer)
-                pick = "Done" if ticked else answer[0]
+                pick = done_label if ticked else answer[0]
             if pick is None and answer:
                 pick = answer[0]
             if pick is None:

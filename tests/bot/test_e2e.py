@@ -122,12 +122,24 @@ async def test_checklist_by_buttons_with_back(harness: Harness) -> None:
 
 
 async def test_language_menu_shows_names_and_status(harness: Harness) -> None:
-    """/language lists languages in their own script; choosing one is remembered."""
+    """/language lists languages in their own script (drafts marked); choices are remembered."""
     await harness.send("/language")
-    labels = harness.labels()
-    assert labels[0].startswith("English")
-    await harness.press(labels[0])
+    own_menu, respondent_menu = harness.fake.messages(CHAT)[-2:]
+    own = [b["text"] for row in own_menu["reply_markup"]["inline_keyboard"] for b in row]
+    assert own[0].startswith("English")
+    assert any(label.startswith("العربية") and "draft" in label for label in own)
+    harness.fake.press_button(CHAT, own[0], message_id=own_menu["message_id"], user_id=USER)
+    await harness.idle()
     assert harness.runtime.service.profile(harness.owner)["lang"] == "en"
+    arabic = next(
+        b["text"]
+        for row in respondent_menu["reply_markup"]["inline_keyboard"]
+        for b in row
+        if b["text"].startswith("العربية")
+    )
+    harness.fake.press_button(CHAT, arabic, message_id=respondent_menu["message_id"], user_id=USER)
+    await harness.idle()
+    assert harness.runtime.service.profile(harness.owner)["resp_lang"] == "ar"
 
 
 async def test_cancel_ends_the_flow(harness: Harness) -> None:
