@@ -32,6 +32,9 @@ PROFILE_SECONDS = 90 * 24 * 3600
 CONSENT_WINDOW = timedelta(hours=2)
 
 
+SideWrites = Callable[[str, LoadedFlow, str, list[Event]], list[Callable[[Any], None]]]
+
+
 class FlowChangedError(Exception):
     """A flow file changed without a version bump; sessions pinned to it would break."""
 
@@ -73,6 +76,9 @@ class Service:
         max_retention_seconds: int | None = None,
         seed_source: Callable[[], int] | None = None,
     ) -> None:
+        #: Called with (owner, flow, session id, events) before a save; returns writes that
+        #: must commit with it (alerts, counts). Set by the composition root.
+        self.side_writes: SideWrites | None = None
         self.store = store
         self.flows = flows
         self.clock = clock
@@ -183,6 +189,7 @@ class Service:
             if expected_seq is not None and expected_seq != state.seq:
                 raise InputRejected(Reason.STALE, seq=state.seq)
             new_state, events = engine.resume(flow, state, given, self.clock())
+            writes = self.side_writes(owner, flow, record.id, events) if self.side_writes else []
             try:
                 self.store.save(
                     record.id,
@@ -192,6 +199,7 @@ class Service:
                     now=self.clock(),
                     answers=_changes(events),
                     claim=claim,
+                    writes=writes,
                 )
             except Conflict:
                 continue  # someone else moved this session on: reload and try again

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         webhook_listen: Address the webhook server binds.
         webhook_port: Port the webhook server binds.
         purge_interval: Seconds between two purges in the bot.
+        open_access: Whether people outside any team may use the flows (as responders).
+        invite_ttl: How long an invitation link stays usable.
+        alert_remind_after: Unacknowledged alert: remind its supervisors after this long.
+        alert_escalate_after: Still unacknowledged: escalate to the admins after this long.
+        digest_every: How often each team's supervisors get a digest (e.g. 1d, 7d).
+        outbox_interval: Seconds between two passes of the alert and digest sender.
     """
 
     model_config = SettingsConfigDict(
@@ -54,6 +60,12 @@ class Settings(BaseSettings):
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = Field(default=8443, ge=1, le=65535)
     purge_interval: int = Field(default=300, ge=1)
+    open_access: bool = True
+    invite_ttl: str = "7d"
+    alert_remind_after: str = "15m"
+    alert_escalate_after: str = "1h"
+    digest_every: str = "1d"
+    outbox_interval: float = Field(default=1.0, gt=0)
 
     @field_validator("admins", mode="before")
     @classmethod
@@ -64,7 +76,9 @@ class Settings(BaseSettings):
             return (value,)
         return value
 
-    @field_validator("max_retention")
+    @field_validator(
+        "max_retention", "invite_ttl", "alert_remind_after", "alert_escalate_after", "digest_every"
+    )
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
@@ -75,6 +89,10 @@ class Settings(BaseSettings):
     def max_retention_seconds(self) -> int | None:
         """``max_retention`` in seconds, or None when unset."""
         return parse_duration(self.max_retention) if self.max_retention else None
+
+    def seconds(self, name: str) -> int:
+        """A duration setting in seconds."""
+        return parse_duration(str(getattr(self, name)))
 
     @property
     def resolved_database_url(self) -> str:

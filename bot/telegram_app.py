@@ -134,6 +134,8 @@ class WaymarkBot:
         self.languages = available_languages()
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task[None]] = []
+        #: Updates being handled right now (tests and a graceful stop wait for zero).
+        self.in_flight = 0
         self.flow_ids = sorted(runtime.flows)
 
     # ------------------------------------------------------------------ plumbing
@@ -169,6 +171,13 @@ class WaymarkBot:
     async def handle(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The one entry point for every update."""
         del context
+        self.in_flight += 1
+        try:
+            await self._handle(update)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, update: Update) -> None:
         chat = update.effective_chat
         user = update.effective_user
         if chat is None:

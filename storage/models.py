@@ -172,3 +172,88 @@ class ChatMessage(Base):
     ref_ct: Mapped[bytes] = mapped_column(LargeBinary)
     delete_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Team(Base):
+    """A team; its name is ciphertext under the team's key (which also seals handles)."""
+
+    __tablename__ = "teams"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"))
+    name_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Member(Base):
+    """A person's role in a team; handle and chat id are ciphertext under the team key."""
+
+    __tablename__ = "members"
+    owner: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    data_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Invitation(Base):
+    """A single-use, expiring invitation; only a keyed hash of its code is stored."""
+
+    __tablename__ = "invitations"
+    code_hash: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Alert(Base):
+    """A supervisor alert: codes only (tier, categories, child flag), sealed with the team key."""
+
+    __tablename__ = "alerts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acked_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Outbox(Base):
+    """A message to send, durably.
+
+    Written with the change that caused it, leased to one worker at a time, marked sent once
+    Telegram accepted it.
+    """
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    alert_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    recipient: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    body_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Aggregate(Base):
+    """A count (never a person): kept after the per-person data it came from has expired."""
+
+    __tablename__ = "aggregates"
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(96), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)

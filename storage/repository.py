@@ -6,8 +6,9 @@ filters on ``expires_at > now``, so an expired row is invisible even before the 
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -115,6 +116,18 @@ class Store:
             if "database is locked" in str(exc):
                 raise Conflict("the database is busy; retry") from None
             raise DatabaseUnavailable(f"database error: {type(exc).__name__}") from exc
+
+    def transaction(self) -> contextlib.AbstractContextManager[Session]:
+        """A transaction with Waymark's error mapping (for sibling storage modules)."""
+        return self._tx()
+
+    def new_key(self, db: Session, expires_at: datetime) -> tuple[str, bytes]:
+        """Create a wrapped data key row; return its id and the key."""
+        return self._new_key(db, expires_at)
+
+    def data_key(self, db: Session, key_id: str, now: datetime) -> bytes | None:
+        """Unwrap a data key, or None if it is gone or expired."""
+        return self._dek(db, key_id, now)
 
     # ------------------------------------------------------------------ key check
 
@@ -244,6 +257,7 @@ class Store:
         now: datetime,
         answers: Iterable[AnswerChange] = (),
         claim: str | None = None,
+        writes: Iterable[Callable[[Session], None]] = (),
     ) -> int:
         """Write a new state and the answer changes of one step, atomically.
 
@@ -255,6 +269,8 @@ class Store:
             now: The clock.
             answers: Answers to keep or drop.
             claim: An update key claimed in the same transaction (exactly-once).
+            writes: More writes that must commit with this one or not at all (an alert in
+                the outbox, aggregate counts).
 
         Returns:
             The new version.
@@ -308,6 +324,8 @@ class Store:
                     )
                 else:
                     existing.value_ct = value_ct
+            for write in writes:
+                write(db)
             return row.version
 
     def answers(self, session_id: str, *, now: datetime) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,15 @@ class Harness:
         return self.runtime.store.keys.pseudonym("tg", self.user)
 
     async def idle(self) -> None:
-        await self.fake.wait_idle(quiet=0.15, timeout=10)
+        """Wait until the fake has no pending update, no call came for a moment, and the
+        bot is handling nothing."""
+        for _ in range(200):
+            await self.fake.wait_idle(quiet=0.1, timeout=10)
+            if self.bot.in_flight == 0 and not self.fake.pending_updates():
+                await asyncio.sleep(0.02)
+                if self.bot.in_flight == 0:
+                    return
+        raise AssertionError("the bot did not become idle")
 
     async def send(self, text: str, **kw: Any) -> int:
         update_id = self.fake.user_text(self.chat, text, user_id=self.user, **kw)
