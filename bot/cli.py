@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="*", type=Path)
     flows_sub.add_parser("list", help="list the shipped flows")
     sub.add_parser("purge", help="delete expired data now")
+    export = sub.add_parser("export", help="a team's aggregate counts, small counts suppressed")
+    export.add_argument("--team", required=True, help="team id (admins see ids with /teams)")
+    export.add_argument("--format", choices=["csv"], default="csv")
+    export.add_argument("--since", default=None, help="first day, YYYY-MM-DD (default: all)")
+    sub.add_parser("teams", help="list teams (id and name)")
     keys = sub.add_parser("keys", help="key management")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("rotate", help="rotate the key-encryption key")
@@ -93,12 +98,17 @@ def _dispatch(args: argparse.Namespace, runtime: object) -> int:
     assert isinstance(runtime, Runtime)
     command = args.command or "run"
     if command == "purge":
+        from storage.teams import Teams  # noqa: PLC0415
+
+        team_rows = Teams(runtime.store).purge(now=utcnow())
         counts = runtime.store.purge(now=utcnow())
         sys.stdout.write(
             f"purged {counts.answers} answers, {counts.sessions} sessions, "
-            f"{counts.data_keys} data keys\n"
+            f"{counts.data_keys} data keys, {team_rows} team rows\n"
         )
         return 0
+    if command in ("export", "teams"):
+        return _teams_cli(args, runtime)
     if command == "keys":
         return _rotate(runtime)
     if command == "console":
@@ -113,6 +123,28 @@ def _dispatch(args: argparse.Namespace, runtime: object) -> int:
     from bot.telegram_app import run_bot  # noqa: PLC0415 - PTB loads only for the bot
 
     return run_bot(runtime, webhook=webhook)
+
+
+def _teams_cli(args: argparse.Namespace, runtime: object) -> int:
+    from datetime import date  # noqa: PLC0415
+
+    from bot.digest import to_csv  # noqa: PLC0415
+    from bot.runtime import Runtime, utcnow  # noqa: PLC0415
+    from storage.teams import Teams  # noqa: PLC0415
+
+    assert isinstance(runtime, Runtime)
+    teams = Teams(runtime.store)
+    if args.command == "teams":
+        for team_id, name in teams.teams(now=utcnow()):
+            sys.stdout.write(f"{team_id}\t{name}\n")
+        return 0
+    known = {team_id for team_id, _ in teams.teams(now=utcnow())}
+    if args.team not in known:
+        sys.stderr.write(f"waymark: error: no team '{args.team}'; see `waymark teams`\n")
+        return 2
+    since = date.fromisoformat(args.since) if args.since else date(2000, 1, 1)
+    sys.stdout.write(to_csv(teams.counts(args.team, since=since)))
+    return 0
 
 
 def _console(runtime: object, flow_id: str, lang: str | None) -> int:

@@ -20,7 +20,13 @@ SOURCES = {
     "bot": (ROOT / "bot", [("**.py", "python")]),
     "flows": (ROOT / "flows" / "defs", [("**.yaml", "flows.extract:extract_flow")]),
 }
-KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2)}
+KEYWORDS = {
+    "_": None,
+    "N_": None,
+    "gettext": None,
+    "ngettext": (1, 2),
+    "pgettext": ((1, "c"), 2),
+}
 
 
 def build_template(domain: str) -> Catalog:

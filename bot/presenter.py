@@ -187,7 +187,8 @@ def feedback(tr: Translator, flow: LoadedFlow, step_id: str, correct: bool) -> s
     verdict = _("Correct.") if correct else _("Not quite.")
     right = option_label(tr, flow, step, step.correct)
     why = _t(tr, flow, step.id, "explanation", step.explanation)
-    return f"{verdict} {_('Answer:')} {right}\n{why}"
+    answer = _("Answer:")
+    return f"{verdict} {answer} {right}\n{why}"
 
 
 def outcome(tr: Translator, flow: LoadedFlow, event: OutcomeReached) -> str:
@@ -217,8 +218,9 @@ def outcome(tr: Translator, flow: LoadedFlow, event: OutcomeReached) -> str:
         for step_id in event.quiz.missed:
             missed = flow.steps[step_id]
             assert isinstance(missed, QuizStep)
+            answer = _("Answer:")
             parts.append(
-                f"✗ {step_text(tr, flow, missed)}\n   {_('Answer:')} "
+                f"✗ {step_text(tr, flow, missed)}\n   {answer} "
                 f"{option_label(tr, flow, missed, missed.correct)}"
             )
     for summary in event.checklist:
@@ -229,7 +231,7 @@ def outcome(tr: Translator, flow: LoadedFlow, event: OutcomeReached) -> str:
         for item_id in summary.missing:
             item = flow.steps[item_id]
             refs = getattr(item, "points_to", ())
-            see = f" ({_('see')} {', '.join(refs)})" if refs else ""
+            see = " (" + _("see {tools}").format(tools=", ".join(refs)) + ")" if refs else ""
             lines.append(f"   – {step_text(tr, flow, item)}{see}")
         parts.append("\n".join(lines))
     for risk in event.risks:

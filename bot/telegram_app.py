@@ -47,10 +47,13 @@ from telegram.ext import (
 from bot import presenter
 from bot.callback_data import CallbackCodec, seq_code, seq_value
 from bot.i18n import Translator, available_languages, negotiate, resolve_language
+from bot.i18n import null_gettext as N_  # noqa: N812 - the gettext convention for "mark only"
 from bot.i18n_status import review_status
 from bot.presenter import BACK, DONE, SKIP, Action, Prompt
 from bot.runtime import Runtime
 from bot.service import Service, Turn
+from bot.teams_desk import TeamDesk
+from bot.telegram_teams import TeamUI
 from bot.text import chunks, clean_input, directional, esc
 from flows.engine import current_ask
 from flows.errors import InputRejected, Reason
@@ -71,22 +74,28 @@ from flows.loader import LoadedFlow
 from flows.model import Kind
 from flows.state import State
 from storage.errors import Duplicate
+from storage.teams import MemberInfo, Teams
 
 log = logging.getLogger("waymark.bot")
 T = TypeVar("T")
 
-#: Commands, in menu order, with their (English) descriptions; translated per language.
+#: Commands, in menu order, with their (English) descriptions; translated per language
+#: (``N_`` marks them for extraction; they are translated where they are shown).
 COMMANDS = (
-    ("start", "Main menu"),
-    ("screen", "Screen a person for indicators"),
-    ("consent", "Explain consent to the person"),
-    ("checklist", "Checklists and risk ratings"),
-    ("quiz", "Practise with a quiz"),
-    ("language", "Change the language"),
-    ("cancel", "Stop the current checklist"),
-    ("forget", "Erase everything the bot holds about me"),
-    ("x", "Quick exit: stop and delete this conversation"),
-    ("help", "How this bot works"),
+    ("start", N_("Main menu")),
+    ("screen", N_("Screen a person for indicators")),
+    ("consent", N_("Explain consent to the person")),
+    ("checklist", N_("Checklists and risk ratings")),
+    ("quiz", N_("Practise with a quiz")),
+    ("language", N_("Change the language")),
+    ("cancel", N_("Stop the current checklist")),
+    ("forget", N_("Erase everything the bot holds about me")),
+    ("x", N_("Quick exit: stop and delete this conversation")),
+    ("invite", N_("Invite people to your team (supervisors, admins)")),
+    ("members", N_("List or revoke your team's members (supervisors)")),
+    ("digest", N_("Your team's numbers (supervisors)")),
+    ("leave", N_("Leave your team")),
+    ("help", N_("How this bot works")),
 )
 #: Which flow kinds each menu command lists.
 MENUS: dict[str, tuple[Kind, ...]] = {
@@ -98,6 +107,10 @@ MENUS: dict[str, tuple[Kind, ...]] = {
 }
 #: How often due message deletions run.
 CLEANUP_SECONDS = 20
+#: How often unacknowledged alerts are checked for reminders and escalation.
+REMIND_SECONDS = 5
+#: How often the periodic digest is checked for (it is sent once per period).
+DIGEST_CHECK_SECONDS = 60
 
 
 @dataclass
@@ -110,6 +123,9 @@ class Context:
         tr: The person's own language.
         claim: The update's exactly-once key.
         respondent: The language of the person being screened (bilingual mode), if set.
+        user_id: The Telegram user id (kept in memory for this update only).
+        role: admin, supervisor, responder, trainee, guest or none.
+        member: The person's team membership, if any.
     """
 
     owner: str
@@ -117,6 +133,9 @@ class Context:
     tr: Translator
     claim: str
     respondent: Translator | None = None
+    user_id: int = 0
+    role: str = "guest"
+    member: MemberInfo | None = None
 
 
 class WaymarkBot:
@@ -137,6 +156,11 @@ class WaymarkBot:
         #: Updates being handled right now (tests and a graceful stop wait for zero).
         self.in_flight = 0
         self.flow_ids = sorted(runtime.flows)
+        self.teams = Teams(runtime.store)
+        self.desk = TeamDesk(runtime.settings, runtime.service, self.teams)
+        # Alerts and counts are written in the same transaction as the answer ending a flow.
+        runtime.service.side_writes = self.desk.side_writes
+        self.teams_ui = TeamUI(self, self.desk, self.teams)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -190,12 +214,16 @@ class WaymarkBot:
         async with self._locks[chat.id]:
             owner = self.owner_of(user.id)
             own, respondent = await self.translators(owner, user.language_code)
+            role, member = await self.db(self.desk.role, user.id, owner)
             ctx = Context(
                 owner=owner,
                 chat_id=chat.id,
                 tr=own,
                 claim=f"u{update.update_id}",
                 respondent=respondent,
+                user_id=user.id,
+                role=role,
+                member=member,
             )
             try:
                 if update.callback_query is not None:
@@ -243,14 +271,17 @@ class WaymarkBot:
             await self._reshow(ctx)
             return
         if text.startswith("/"):
-            command = text.split()[0][1:].split("@")[0].lower()
-            await self._command(command, ctx)
+            head, _, arg = text.partition(" ")
+            command = head[1:].split("@")[0].lower()
+            await self._command(command, ctx, arg)
             return
         await self._typed(clean_input(text), ctx)
 
-    async def _command(self, command: str, ctx: Context) -> None:
+    async def _command(self, command: str, ctx: Context, arg: str = "") -> None:
         if not await self.db(self.store.claim, ctx.claim, now=self.service.clock()):
             raise Duplicate(ctx.claim)
+        if await self.teams_ui.command(command, arg, ctx):
+            return
         if command in MENUS:
             await self._menu(command, ctx)
         elif command == "help":
@@ -282,6 +313,8 @@ class WaymarkBot:
             )
 
     async def _typed(self, text: str, ctx: Context) -> None:
+        if await self.teams_ui.typed(text, ctx):
+            return
         found = await self.db(self.service.current, ctx.owner)
         if found is None:
             await self._send(ctx, ctx.tr.gettext("Send /start to choose a checklist."))
@@ -314,6 +347,8 @@ class WaymarkBot:
         if not await self.db(self.store.claim, ctx.claim, now=self.service.clock()):
             raise Duplicate(ctx.claim)
         await query.answer()
+        if await self.teams_ui.press(press, ctx, query, message):
+            return
         if press.kind == "m" and press.fields and press.fields[0].isdigit():
             index = int(press.fields[0])
             if 0 <= index < len(self.flow_ids):
@@ -413,6 +448,9 @@ class WaymarkBot:
 
     async def _start_flow(self, flow_id: str, ctx: Context) -> None:
         flow = self.runtime.flows[flow_id]
+        if not self.desk.may_run(ctx.role, flow):
+            await self._send(ctx, ctx.tr.gettext("You are not allowed to do that."))
+            return
         consent = flow.flow.requires_consent
         if consent is not None and not await self.db(
             self.service.consent_given, ctx.owner, consent
@@ -591,6 +629,8 @@ class WaymarkBot:
             flow = self.runtime.flows[flow_id]
             if flow.flow.kind not in kinds or flow_id.startswith("demo_"):
                 continue
+            if not self.desk.may_run(ctx.role, flow):
+                continue
             title = ctx.tr.flow(flow_id, "@flow", "title", flow.flow.title)
             rows.append([(title, self.codec.pack(ctx.owner, "", "m", str(index)))])
         intro = {
@@ -603,12 +643,18 @@ class WaymarkBot:
             "checklist": _("Choose a checklist."),
             "quiz": _("Choose a quiz."),
         }[command]
+        if ctx.role == "none":
+            intro = _(
+                "Waymark is open to team members. Ask your supervisor for an invitation link."
+            )
         found = await self.db(self.service.current, ctx.owner)
         if found is not None:
             intro += "\n\n" + _(
                 "You have a checklist open; choosing another one ends it. Send /cancel to stop it."
             )
-        await self._send(ctx, intro, self._keyboard(rows))
+        if not rows and ctx.role != "none":
+            intro += "\n\n" + _("There is nothing here for your role.")
+        await self._send(ctx, intro, self._keyboard(rows) if rows else None)
 
     async def _language_menu(self, ctx: Context) -> None:
         def rows(kind: str) -> list[list[tuple[str, str]]]:
@@ -657,6 +703,7 @@ class WaymarkBot:
     async def _forget(self, ctx: Context, message: Message | None) -> None:
         await self._delete_conversation(ctx)
         removed = await self.db(self.service.forget, ctx.owner)
+        await self.db(self.teams.erase_owner, ctx.owner)
         log.info("forget: %d rows erased (owner %s…)", removed, ctx.owner[:6])
         if message is not None:
             with contextlib.suppress(TelegramError):
@@ -743,9 +790,13 @@ class WaymarkBot:
         self.runtime_bot = app.bot
         with contextlib.suppress(TelegramError):
             await app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS])
+        settings = self.runtime.settings
         self._tasks = [
-            asyncio.create_task(self._every(self.runtime.settings.purge_interval, self._purge)),
+            asyncio.create_task(self._every(settings.purge_interval, self._purge)),
             asyncio.create_task(self._every(CLEANUP_SECONDS, self._cleanup)),
+            asyncio.create_task(self._every(settings.outbox_interval, self.teams_ui.send_outbox)),
+            asyncio.create_task(self._every(REMIND_SECONDS, self.teams_ui.remind_and_escalate)),
+            asyncio.create_task(self._every(DIGEST_CHECK_SECONDS, self.teams_ui.digests)),
         ]
 
     async def stop_background(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
@@ -766,6 +817,7 @@ class WaymarkBot:
             await asyncio.sleep(seconds)
 
     async def _purge(self) -> None:
+        await self.db(self.teams.purge, now=self.service.clock())
         counts = await self.db(self.store.purge, now=self.service.clock())
         if counts.total:
             log.info(

@@ -91,7 +91,7 @@ def test_retention_cap_then_purge_removes_answers_and_keys(tmp_path: Path) -> No
     db.close()
     assert remaining == [0, 0, 0]
     again = run(["purge"], env)
-    assert "purged 0 answers, 0 sessions, 0 data keys" in again.stdout
+    assert "purged 0 answers, 0 sessions, 0 data keys, 0 team rows" in again.stdout
 
 
 def test_console_resumes_after_end_of_input(tmp_path: Path) -> None:
@@ -212,3 +212,30 @@ def test_no_token_starts_the_console_with_a_notice(tmp_path: Path) -> None:
 def test_help(args: list[str]) -> None:
     """The command documents itself."""
     assert run(args, {}).returncode == 0
+
+
+def test_export_writes_suppressed_csv(tmp_path: Path) -> None:
+    """`waymark export --team T --format csv` writes the suppressed aggregates."""
+    from datetime import UTC, datetime
+
+    from bot.runtime import open_runtime
+    from bot.settings import Settings
+    from storage.teams import Teams
+
+    runtime = open_runtime(Settings(data_dir=tmp_path / "data"))
+    teams = Teams(runtime.store)
+    team = teams.create_team("North", now=datetime.now(UTC))
+    today = datetime.now(UTC).date()
+    teams.add_counts(
+        team, today, {"screening.tier.none": 14, "screening.tier.strong": 3, "consent.given": 12}
+    )
+    runtime.close()
+    env = data_env(tmp_path)
+    assert team in run(["teams"], env).stdout
+    result = run(["export", "--team", team, "--format", "csv"], env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "metric,value"
+    assert "screenings.strong,<11" in lines and "screenings.none,<11" in lines  # complementary
+    assert "consent.given,12" in lines
+    assert run(["export", "--team", "nope", "--format", "csv"], env).returncode == 2

@@ -40,13 +40,15 @@ class Harness:
     async def idle(self) -> None:
         """Wait until the fake has no pending update, no call came for a moment, and the
         bot is handling nothing."""
-        for _ in range(200):
+        for _ in range(1000):
             await self.fake.wait_idle(quiet=0.1, timeout=10)
+            # Always yield: the handlers run on this same event loop.
+            await asyncio.sleep(0.02)
             if self.bot.in_flight == 0 and not self.fake.pending_updates():
-                await asyncio.sleep(0.02)
-                if self.bot.in_flight == 0:
-                    return
-        raise AssertionError("the bot did not become idle")
+                return
+        raise AssertionError(
+            f"the bot did not become idle: in_flight={self.bot.in_flight} pending={self.fake.pending_updates()}"
+        )
 
     async def send(self, text: str, **kw: Any) -> int:
         update_id = self.fake.user_text(self.chat, text, user_id=self.user, **kw)
@@ -78,7 +80,7 @@ class Harness:
         self, choose: Any = None, typed: str = "12", limit: int = 200, language: str = "en"
     ) -> None:
         """Answer until the flow ends: the first answer button, or ``choose(step, labels)``."""
-        from bot.i18n import Translator  # noqa: PLC0415
+        from bot.i18n import Translator
 
         tr = Translator(language)
         back, skip, done = tr.gettext("Back"), tr.gettext("Skip"), tr.gettext("Done")
@@ -108,8 +110,17 @@ class Harness:
 
 
 @pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Extra settings for the harness; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
 async def harness(
-    fake_bot_api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_bot_api: FakeBotAPI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings_overrides: dict[str, Any],
 ) -> AsyncIterator[Harness]:
     monkeypatch.setenv("PTB_TIMEDELTA", "true")
     settings = Settings(
@@ -117,6 +128,7 @@ async def harness(
         telegram_base_url=fake_bot_api.base_url,
         data_dir=tmp_path / "data",
         purge_interval=3600,
+        **settings_overrides,
     )
     runtime = open_runtime(settings)
     app, bot = build_application(runtime)

@@ -330,7 +330,7 @@ async def test_scheduled_deletion_after_a_screening(harness: Harness) -> None:
     await harness.press("Red-flag observation")
     await harness.play()
     clock = harness.runtime.service.clock()
-    from datetime import timedelta  # noqa: PLC0415
+    from datetime import timedelta
 
     due = harness.runtime.store.due_messages(now=clock + timedelta(hours=3))
     assert len(due) >= 3
@@ -348,7 +348,7 @@ async def test_keep_button_cancels_the_scheduled_deletion(harness: Harness) -> N
     await harness.play()
     await harness.press("Keep these messages")
     clock = harness.runtime.service.clock()
-    from datetime import timedelta  # noqa: PLC0415
+    from datetime import timedelta
 
     assert harness.runtime.store.due_messages(now=clock + timedelta(hours=3)) == []
 

@@ -60,6 +60,6 @@ async def test_flow_plays_in_the_bot(flow_id: str, harness: Harness) -> None:
 
 
 def _context(harness: Harness):  # type: ignore[no-untyped-def]
-    from bot.telegram_app import Context  # noqa: PLC0415
+    from bot.telegram_app import Context
 
     return Context(harness.owner, harness.chat, Translator("en"), "test-start")

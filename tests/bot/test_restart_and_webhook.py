@@ -90,7 +90,7 @@ def stop(proc: subprocess.Popen[bytes], log: Path) -> str:
 def answers_of(data: Path) -> dict[str, Any]:
     engine = make_engine(f"sqlite:///{data / 'waymark.db'}")
     store = Store(engine, KeyRing.load(data / "waymark.key"))
-    from datetime import UTC, datetime  # noqa: PLC0415
+    from datetime import UTC, datetime
 
     now = datetime.now(UTC)
     sessions = store.sessions_of(store.keys.pseudonym("tg", CHAT), now=now)
@@ -178,7 +178,7 @@ def test_webhook_checks_the_secret(fake: FakeBotAPI, tmp_path: Path) -> None:
                 "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
             },
         }
-        import json  # noqa: PLC0415
+        import json
 
         def post(secret: str | None) -> int:
             request = urllib.request.Request(
@@ -205,3 +205,69 @@ def test_webhook_checks_the_secret(fake: FakeBotAPI, tmp_path: Path) -> None:
         log = stop(proc, tmp_path / "bot.log")
     assert proc.returncode == 0, log
     assert "s3cret-token" not in log and TOKEN not in log
+
+
+SUPERVISOR = 888
+
+
+def seed_team(data: Path) -> None:
+    """A team with a supervisor and a responder (CHAT), written through the storage API."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.runtime import open_runtime
+    from bot.settings import Settings
+    from storage.teams import Teams
+
+    runtime = open_runtime(Settings(data_dir=data))
+    teams = Teams(runtime.store)
+    now = datetime.now(UTC)
+    team = teams.create_team("Night shift", now=now)
+    keys = runtime.store.keys
+    for user, role, handle in ((SUPERVISOR, "supervisor", "sup"), (CHAT, "responder", "resp")):
+        code = teams.invite(team, role, created_by="seed", now=now, ttl=timedelta(days=1))
+        teams.join(
+            code,
+            keys.pseudonym("tg", user),
+            handle,
+            user,
+            now=now,
+            expires_at=now + timedelta(days=30),
+        )
+    runtime.close()
+
+
+def test_alert_survives_sigkill_before_send_and_is_sent_once(
+    fake: FakeBotAPI, tmp_path: Path
+) -> None:
+    """The alert is written with the screening's last answer; a kill -9 before the send
+    delays it, and after the restart it is sent exactly once."""
+    data = tmp_path / "data"
+    seed_team(data)
+    # The first process never reaches its sender (it runs once at start, then every hour).
+    proc = start_bot(fake, data, WAYMARK_OUTBOX_INTERVAL="3600")
+    try:
+        fake.wait_for(lambda: fake.calls_of("getUpdates"), timeout=30)
+        fake.user_text(CHAT, "/screen", user_id=CHAT)
+        settle(fake)
+        fake.press_button(CHAT, "Red-flag observation", user_id=CHAT)
+        settle(fake)
+        for _ in range(40):
+            last = fake.last_message(CHAT)
+            if last is not None and "does not identify anyone" in last["text"]:
+                break
+            fake.press_button(CHAT, (0, 0), user_id=CHAT)
+            settle(fake)
+        assert fake.messages(SUPERVISOR) == []
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc = start_bot(fake, data, WAYMARK_OUTBOX_INTERVAL="0.2")
+    try:
+        fake.wait_for(lambda: fake.messages(SUPERVISOR), timeout=30)
+        time.sleep(2)
+        alerts = [m for m in fake.messages(SUPERVISOR) if "Screening alert" in m["text"]]
+        assert len(alerts) == 1
+    finally:
+        stop(proc, tmp_path / "bot.log")

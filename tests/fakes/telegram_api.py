@@ -1685,7 +1685,7 @@ class FakeBotAPI:
             time.sleep(0.01)
 
     # A polling deadline, not a cancellation scope: asyncio.timeout() would not fit (ASYNC109).
-    async def await_for(self, predicate: Callable[[], _T], timeout: float = 5.0) -> _T:  # noqa: ASYNC109
+    async def await_for(self, predicate: Callable[[], _T], timeout: float = 5.0) -> _T:
         """Like :meth:`wait_for`, but sleeps with ``asyncio.sleep`` so the bot keeps running.
 
         Args:
@@ -1707,7 +1707,7 @@ class FakeBotAPI:
                 raise AssertionError(self._timeout_message(timeout))
             await asyncio.sleep(0.01)
 
-    async def wait_idle(self, *, quiet: float = 0.2, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async def wait_idle(self, *, quiet: float = 0.2, timeout: float = 5.0) -> None:
         """Wait until every update was delivered and no request arrived for ``quiet`` s.
 
         Empty long polls do not count as activity.

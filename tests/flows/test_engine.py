@@ -421,8 +421,8 @@ def test_shipped_demo_flows_play_to_an_outcome(shipped: dict[str, LoadedFlow]) -
             elif step.type == "multi_choice":
                 given = Choice(())
             else:
-                from bot.i18n import Translator  # noqa: PLC0415
-                from bot.presenter import prompt  # noqa: PLC0415
+                from bot.i18n import Translator
+                from bot.presenter import prompt
 
                 first = prompt(Translator("en"), flow, ask).actions[0].code
                 given = Choice((first,))
