@@ -1,13 +1,11 @@
 """``waymark i18n status``: per language, the share of texts translated and the review status.
 
-A locale's review status lives in its catalogs' header (``X-Review-Status: draft`` until a
-native speaker has reviewed it, then ``reviewed``), so it travels with the translation. It
-is read from the raw header: Babel drops header fields it does not know.
+A locale's review status lives in ``locales/<lang>/REVIEW``: ``draft`` until a native
+speaker has reviewed it, then ``reviewed``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -41,20 +39,20 @@ class LocaleStatus:
         return self.translated / self.total if self.total else 1.0
 
 
-_REVIEW = re.compile(r'^"X-Review-Status:\s*([A-Za-z-]+)\\n"\s*$', re.MULTILINE)
-
-
 def review_status(language: str, directory: Path = LOCALES_DIR) -> str:
-    """``source`` for English; ``reviewed`` only when every catalog says so; else ``draft``."""
+    """``source`` for English, else the first word of ``locales/<lang>/REVIEW``.
+
+    The status lives in a file of its own rather than a PO header, because catalog tools
+    (Babel's own ``update``) drop header fields they do not know. A locale without the file
+    is a ``draft``.
+    """
     if language == SOURCE_LANGUAGE:
         return "source"
-    found = []
-    for domain in DOMAINS:
-        po = directory / language / "LC_MESSAGES" / f"{domain}.po"
-        if po.exists():
-            match = _REVIEW.search(po.read_text(encoding="utf-8")[:4000])
-            found.append(match.group(1).lower() if match else "draft")
-    return "reviewed" if found and all(s == "reviewed" for s in found) else "draft"
+    path = directory / language / "REVIEW"
+    if not path.exists():
+        return "draft"
+    words = path.read_text(encoding="utf-8").split()
+    return words[0].lower() if words and words[0].lower() in ("draft", "reviewed") else "draft"
 
 
 def locale_status(language: str, directory: Path = LOCALES_DIR) -> LocaleStatus:

@@ -88,6 +88,7 @@ def test_msgfmt_check(lang: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("lang", LANGS)
 def test_drafts_are_marked(lang: str) -> None:
     """Machine-drafted locales say so until a native speaker has reviewed them."""
+    assert (LOCALES_DIR / lang / "REVIEW").exists()
     assert review_status(lang) in ("draft", "reviewed")
     status = locale_status(lang)
     assert status.translated == status.total
