@@ -20,7 +20,7 @@ import contextlib
 import logging
 import signal
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -74,6 +74,7 @@ from flows.loader import LoadedFlow
 from flows.model import Kind
 from flows.state import State
 from storage.errors import Duplicate
+from storage.locks import exclusive, try_exclusive
 from storage.teams import MemberInfo, Teams
 
 log = logging.getLogger("waymark.bot")
@@ -211,7 +212,7 @@ class WaymarkBot:
             return
         if user is None or user.is_bot:
             return
-        async with self._locks[chat.id]:
+        async with self._locks[chat.id], self._chat_lock(chat.id):
             owner = self.owner_of(user.id)
             own, respondent = await self.translators(owner, user.language_code)
             role, member = await self.db(self.desk.role, user.id, owner)
@@ -232,6 +233,20 @@ class WaymarkBot:
                     await self._on_message(update.message, ctx)
             except Duplicate:
                 log.info("duplicate update ignored (owner %s…)", owner[:6])
+
+    @contextlib.asynccontextmanager
+    async def _chat_lock(self, chat_id: int) -> AsyncIterator[None]:
+        """The chat's lock across workers (PostgreSQL advisory lock; nothing on SQLite)."""
+        if self.store.engine.dialect.name != "postgresql":
+            yield
+            return
+        name = f"chat:{self.owner_of(chat_id)}"
+        lock = exclusive(self.store.engine, name)
+        await asyncio.to_thread(lock.__enter__)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(lock.__exit__, None, None, None)
 
     async def _refuse_group(self, update: Update) -> None:
         chat = update.effective_chat
@@ -817,15 +832,22 @@ class WaymarkBot:
             await asyncio.sleep(seconds)
 
     async def _purge(self) -> None:
-        await self.db(self.teams.purge, now=self.service.clock())
-        counts = await self.db(self.store.purge, now=self.service.clock())
-        if counts.total:
-            log.info(
-                "purged %d answers, %d sessions, %d data keys",
-                counts.answers,
-                counts.sessions,
-                counts.data_keys,
-            )
+        await self.db(self._purge_once)
+
+    def _purge_once(self) -> None:
+        # One worker purges at a time; the others skip this round.
+        with try_exclusive(self.store.engine, "purge") as mine:
+            if not mine:
+                return
+            self.teams.purge(now=self.service.clock())
+            counts = self.store.purge(now=self.service.clock())
+            if counts.total:
+                log.info(
+                    "purged %d answers, %d sessions, %d data keys",
+                    counts.answers,
+                    counts.sessions,
+                    counts.data_keys,
+                )
 
     async def _cleanup(self) -> None:
         due = await self.db(self.store.due_messages, now=self.service.clock())

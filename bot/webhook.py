@@ -79,6 +79,10 @@ async def serve_webhook(app: Application[Any, Any, Any, Any, Any, Any], settings
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with app:
+        # PTB calls post_init/post_shutdown only inside run_polling/run_webhook; this server
+        # replaces those, so it calls them itself (background loops, command registration).
+        if app.post_init is not None:
+            await app.post_init(app)
         await app.start()
         # Listen before telling Telegram where to post, so no update meets a closed port.
         server = tornado.httpserver.HTTPServer(
@@ -94,4 +98,6 @@ async def serve_webhook(app: Application[Any, Any, Any, Any, Any, Any], settings
         await stop.wait()
         server.stop()
         await app.stop()
+        if app.post_shutdown is not None:
+            await app.post_shutdown(app)
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from storage.errors import DatabaseUnavailable
@@ -32,9 +32,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         The engine.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
+        )
         _sqlite_setup(engine)
         return engine
+    # A worker handles many chats at once, each holding a connection for its chat lock.
+    kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("max_overflow", 40)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -66,6 +71,10 @@ def migrate(engine: Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                # Several workers may start at once: one migrates, the others wait and
+                # then find nothing left to do.
+                connection.execute(text("SELECT pg_advisory_xact_lock(7215560371)"))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except OperationalError as exc:

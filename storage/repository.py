@@ -138,6 +138,13 @@ class Store:
             WrongKey: The database was written with another key ring, or with KEKs the
                 ring no longer holds.
         """
+        try:
+            self._check_keys()
+        except Conflict:
+            # Another worker recorded the verifier at the same moment: check against it.
+            self._check_keys()
+
+    def _check_keys(self) -> None:
         with self._tx() as db:
             row = db.get(Meta, _VERIFIER)
             if row is None:
@@ -490,6 +497,13 @@ class Store:
         A different digest for an existing (flow, version) means the file changed without a
         version bump; the caller decides what to do (the stored one is returned).
         """
+        try:
+            return self._pin_flow(flow_id, version, digest, body, now)
+        except Conflict:
+            # Another worker pinned it at the same moment: read what it stored.
+            return self._pin_flow(flow_id, version, digest, body, now)
+
+    def _pin_flow(self, flow_id: str, version: int, digest: str, body: str, now: datetime) -> str:
         with self._tx() as db:
             row = db.get(FlowSnapshot, (flow_id, version))
             if row is None:

@@ -167,6 +167,8 @@ def test_webhook_checks_the_secret(fake: FakeBotAPI, tmp_path: Path) -> None:
         fake.wait_for(lambda: fake.calls_of("setWebhook"), timeout=30)
         call = fake.calls_of("setWebhook")[0]
         assert call["secret_token"] == "s3cret-token"
+        # post_init ran in webhook mode too: commands registered, background loops started.
+        fake.wait_for(lambda: fake.calls_of("setMyCommands"), timeout=15)
         update = {
             "update_id": 1,
             "message": {

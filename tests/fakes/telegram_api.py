@@ -1599,6 +1599,17 @@ class FakeBotAPI:
             update_id=update_id,
         )
 
+    def take_updates(self) -> list[JSON]:
+        """Remove and return the queued updates (to deliver them by webhook instead).
+
+        Returns:
+            The updates, oldest first.
+        """
+        with self._cond:
+            taken = [copy.deepcopy(q.update) for q in self._queue]
+            self._queue.clear()
+            return taken
+
     def pending_updates(self) -> list[JSON]:
         """Return updates not yet confirmed by the bot (delivered or not).
 
