@@ -166,6 +166,7 @@ class Service:
         *,
         expected_seq: int | None = None,
         claim: str | None = None,
+        found: tuple[SessionRecord, State, LoadedFlow] | None = None,
     ) -> Turn:
         """Apply an input to the owner's active session and persist the result.
 
@@ -175,14 +176,17 @@ class Service:
             expected_seq: For a button press, the question it belongs to; a press of an
                 older question is rejected as stale instead of answering the new one.
             claim: The update's key, claimed atomically with the change (exactly once).
+            found: The session as the caller just read it (saves a read; on a conflict the
+                session is read again).
 
         Raises:
             InputRejected: No active session, a stale button, or an input the step does not
                 accept. Nothing was stored.
             Duplicate: The update was applied before. Nothing was stored.
         """
-        for _ in range(_RETRIES):
-            found = self.current(owner)
+        for attempt in range(_RETRIES):
+            if attempt or found is None:
+                found = self.current(owner)
             if found is None:
                 raise InputRejected(Reason.NOT_ACTIVE)
             record, state, flow = found

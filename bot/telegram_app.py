@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -152,7 +153,9 @@ class WaymarkBot:
         self.store = runtime.store
         self.codec = CallbackCodec(runtime.store.keys)
         self.languages = available_languages()
-        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Only the locks of chats being handled stay alive: memory does not grow with every
+        # chat ever seen.
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: list[asyncio.Task[None]] = []
         #: Updates being handled right now (tests and a graceful stop wait for zero).
         self.in_flight = 0
@@ -173,14 +176,21 @@ class WaymarkBot:
         """The keyed pseudonym of a Telegram user."""
         return self.store.keys.pseudonym("tg", user_id)
 
-    async def translators(
-        self, owner: str, language_code: str | None
+    def _who(
+        self, owner: str, user_id: int, language_code: str | None
+    ) -> tuple[Translator, Translator | None, str, MemberInfo | None]:
+        """Languages and role of a person, in one trip to the database thread."""
+        own, respondent = self._translators(self.service.profile(owner), language_code)
+        role, member = self.desk.role(user_id, owner)
+        return own, respondent, role, member
+
+    def _translators(
+        self, profile: dict[str, Any], language_code: str | None
     ) -> tuple[Translator, Translator | None]:
         """The person's language and the respondent's (bilingual mode), if one is chosen.
 
         The person's own: their choice, else Telegram's, else the default, else English.
         """
-        profile = await self.db(self.service.profile, owner)
         language = resolve_language(
             profile.get("lang"),
             language_code,
@@ -212,10 +222,14 @@ class WaymarkBot:
             return
         if user is None or user.is_bot:
             return
-        async with self._locks[chat.id], self._chat_lock(chat.id):
+        lock = self._locks.get(chat.id)
+        if lock is None:
+            lock = self._locks[chat.id] = asyncio.Lock()
+        async with lock, self._chat_lock(chat.id):
             owner = self.owner_of(user.id)
-            own, respondent = await self.translators(owner, user.language_code)
-            role, member = await self.db(self.desk.role, user.id, owner)
+            own, respondent, role, member = await self.db(
+                self._who, owner, user.id, user.language_code
+            )
             ctx = Context(
                 owner=owner,
                 chat_id=chat.id,
@@ -427,7 +441,7 @@ class WaymarkBot:
             return
         given = self._input_for(prompt, prompt.actions[index], state)
         await query.answer()
-        await self._apply(ctx, given, expected_seq=state.seq, edit=message)
+        await self._apply(ctx, given, expected_seq=state.seq, edit=message, found=found)
 
     @staticmethod
     def _input_for(prompt: Prompt, action: Action, state: State) -> Input:
@@ -444,7 +458,13 @@ class WaymarkBot:
     # ------------------------------------------------------------------ turns
 
     async def _apply(
-        self, ctx: Context, given: Input, *, expected_seq: int, edit: Message | None
+        self,
+        ctx: Context,
+        given: Input,
+        *,
+        expected_seq: int,
+        edit: Message | None,
+        found: Any = None,
     ) -> None:
         try:
             turn = await self.db(
@@ -453,6 +473,7 @@ class WaymarkBot:
                 given,
                 expected_seq=expected_seq,
                 claim=ctx.claim,
+                found=found,
             )
         except InputRejected as exc:
             await self._send(ctx, presenter.rejection(ctx.tr, exc.reason, exc.detail))

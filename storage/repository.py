@@ -7,6 +7,7 @@ filters on ``expires_at > now``, so an expired row is invisible even before the 
 from __future__ import annotations
 
 import contextlib
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -102,11 +103,14 @@ class Store:
         self.engine = engine
         self.keys = keys
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            engine.execution_options(waymark_readonly=True), expire_on_commit=False
+        )
 
     @contextmanager
-    def _tx(self) -> Iterator[Session]:
+    def _tx(self, *, readonly: bool = False) -> Iterator[Session]:
         try:
-            with self._sessions.begin() as db:
+            with (self._readers if readonly else self._sessions).begin() as db:
                 yield db
         except IntegrityError as exc:
             if "processed_updates" in str(exc) or "pk_processed_updates" in str(exc):
@@ -117,9 +121,9 @@ class Store:
                 raise Conflict("the database is busy; retry") from None
             raise DatabaseUnavailable(f"database error: {type(exc).__name__}") from exc
 
-    def transaction(self) -> contextlib.AbstractContextManager[Session]:
+    def transaction(self, *, readonly: bool = False) -> contextlib.AbstractContextManager[Session]:
         """A transaction with Waymark's error mapping (for sibling storage modules)."""
-        return self._tx()
+        return self._tx(readonly=readonly)
 
     def new_key(self, db: Session, expires_at: datetime) -> tuple[str, bytes]:
         """Create a wrapped data key row; return its id and the key."""
@@ -233,7 +237,7 @@ class Store:
 
     def get_session(self, session_id: str, *, now: datetime) -> SessionRecord | None:
         """A session by id, or None if it does not exist or has expired."""
-        with self._tx() as db:
+        with self._tx(readonly=True) as db:
             row = db.get(SessionRow, session_id)
             if row is None or row.expires_at <= now:
                 return None
@@ -241,7 +245,7 @@ class Store:
 
     def active_session(self, owner: str, *, now: datetime) -> SessionRecord | None:
         """The owner's active, unexpired session, if any."""
-        with self._tx() as db:
+        with self._tx(readonly=True) as db:
             row = db.scalars(
                 select(SessionRow)
                 .where(
@@ -337,7 +341,7 @@ class Store:
 
     def answers(self, session_id: str, *, now: datetime) -> dict[str, Any]:
         """The kept answers of a session, by name (empty if expired)."""
-        with self._tx() as db:
+        with self._tx(readonly=True) as db:
             row = db.get(SessionRow, session_id)
             if row is None or row.expires_at <= now:
                 return {}
@@ -387,7 +391,7 @@ class Store:
 
     def sessions_of(self, owner: str, *, now: datetime) -> list[SessionRecord]:
         """Every unexpired session of an owner, newest first."""
-        with self._tx() as db:
+        with self._tx(readonly=True) as db:
             rows = db.scalars(
                 select(SessionRow)
                 .where(SessionRow.owner == owner, SessionRow.expires_at > now)
@@ -404,14 +408,18 @@ class Store:
         keys = db.execute(delete(DataKey).where(DataKey.id.in_(key_ids)))
         return PurgeCounts(answers.rowcount, sessions.rowcount, keys.rowcount)  # type: ignore[attr-defined]
 
-    def purge(self, *, now: datetime, batch: int = 1000) -> PurgeCounts:
+    def purge(self, *, now: datetime, batch: int = 500, pause: float = 0.02) -> PurgeCounts:
         """Delete expired answers, sessions and data keys, in batches; idempotent.
 
-        Each batch is its own short transaction, so a purge of millions of rows never holds
-        the write lock for long (foreground updates interleave between batches).
+        Each batch is its own short transaction followed by a short pause, so a purge of
+        millions of rows never holds the write lock for long: SQLite has one writer at a time
+        and its busy handler polls, so without the pause back-to-back batches would starve
+        the conversations waiting to write.
         """
         total = PurgeCounts()
         while True:
+            if total.total:
+                time.sleep(pause)
             with self._tx() as db:
                 ids = list(
                     db.scalars(select(AnswerRow.id).where(AnswerRow.expires_at <= now).limit(batch))
@@ -421,6 +429,7 @@ class Store:
                 result = db.execute(delete(AnswerRow).where(AnswerRow.id.in_(ids)))
                 total += PurgeCounts(answers=result.rowcount)  # type: ignore[attr-defined]
         while True:
+            time.sleep(pause)
             with self._tx() as db:
                 rows = db.execute(
                     select(SessionRow.id, SessionRow.key_id)
@@ -538,7 +547,7 @@ class Store:
 
     def profile(self, owner: str, *, now: datetime) -> dict[str, Any]:
         """An owner's profile data (empty if none or expired)."""
-        with self._tx() as db:
+        with self._tx(readonly=True) as db:
             row = db.get(Profile, owner)
             if row is None or row.expires_at <= now:
                 return {}

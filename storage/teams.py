@@ -218,7 +218,7 @@ class Teams:
 
     def member(self, owner: str, *, now: datetime) -> MemberInfo | None:
         """The person's active membership, if any."""
-        with self.store.transaction() as db:
+        with self.store.transaction(readonly=True) as db:
             row = db.get(Member, owner)
             if row is None or row.status != "active" or row.expires_at <= now:
                 return None
