@@ -30,7 +30,7 @@ def timed(fn: object, runs: int = 5) -> float:
 
 
 def catalogs() -> None:
-    i18n._catalog.cache_clear()  # noqa: SLF001 - measure a cold load
+    i18n._catalog.cache_clear()
     for lang in i18n.available_languages():
         tr = i18n.Translator(lang)
         tr.gettext("Yes")
