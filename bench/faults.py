@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT))
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
     os.environ.pop(_name, None)
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import create_engine, text
 
-from bot.runtime import open_runtime  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from storage.teams import Teams  # noqa: E402
-from tests.fakes.telegram_api import FakeBotAPI  # noqa: E402
+from bot.runtime import open_runtime
+from bot.settings import Settings
+from storage.teams import Teams
+from tests.fakes.telegram_api import FakeBotAPI
 
 TOKEN = "123456:FAULTS"
 SUPERVISOR = 700

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.runtime import open_runtime  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from flows.events import Choice  # noqa: E402
+from bot.runtime import open_runtime
+from bot.settings import Settings
+from flows.events import Choice
 
 
 def rss() -> int:

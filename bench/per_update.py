@@ -28,13 +28,13 @@ for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pro
     os.environ.pop(_name, None)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update  # noqa: E402
-from telegram.ext import Application, ApplicationBuilder, TypeHandler  # noqa: E402
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import Application, ApplicationBuilder, TypeHandler
 
-from bot.runtime import open_runtime  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from bot.telegram_app import build_application  # noqa: E402
-from tests.fakes.telegram_api import FakeBotAPI  # noqa: E402
+from bot.runtime import open_runtime
+from bot.settings import Settings
+from bot.telegram_app import build_application
+from tests.fakes.telegram_api import FakeBotAPI
 
 TOKEN = "123456:BENCH"
 PRESSES_PER_USER = {1: 60, 50: 6, 500: 2}

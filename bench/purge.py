@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+from sqlalchemy import create_engine, insert, text
 
-from storage.crypto import KeyRing  # noqa: E402
-from storage.db import make_engine, migrate  # noqa: E402
-from storage.models import AnswerRow, DataKey, SessionRow  # noqa: E402
-from storage.repository import AnswerChange, Store  # noqa: E402
+from storage.crypto import KeyRing
+from storage.db import make_engine, migrate
+from storage.models import AnswerRow, DataKey, SessionRow
+from storage.repository import AnswerChange, Store
 
 PER_SESSION = 10
 

@@ -14,10 +14,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot import i18n  # noqa: E402
-from bot.runtime import open_runtime  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from flows.loader import load_directory  # noqa: E402
+from bot import i18n
+from bot.runtime import open_runtime
+from bot.settings import Settings
+from flows.loader import load_directory
 
 
 def timed(fn: object, runs: int = 5) -> float:
