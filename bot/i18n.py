@@ -8,10 +8,12 @@ falls back per string to the English source, never to a blank or a raw key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 
 from babel import Locale, UnknownLocaleError, negotiate_locale
+from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 
@@ -84,6 +86,14 @@ class Translator:
         catalog = _catalog(self.language, "flows", self.directory)
         translated = catalog.pgettext(texts.context(flow_id, owner, name), source)
         return str(translated) if translated else source
+
+    def date(self, value: date) -> str:
+        """A date in this language's conventions (Babel/CLDR)."""
+        return format_date(value, format="medium", locale=self.language)
+
+    def datetime(self, value: datetime) -> str:
+        """A date and time (UTC) in this language's conventions (Babel/CLDR)."""
+        return format_datetime(value, format="medium", tzinfo=UTC, locale=self.language) + " UTC"
 
     def number(self, value: int | float) -> str:
         """A number in this language's conventions (Babel/CLDR)."""

@@ -105,7 +105,7 @@ class TeamDesk:
                 "tier": alert.outcome_id,
                 "categories": list(alert.categories),
                 "child": alert.child,
-                "time": now.strftime("%Y-%m-%d %H:%M UTC"),
+                "time": now.isoformat(timespec="minutes"),
                 "responder": member.handle,
             }
             expires = now + timedelta(days=7)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from telegram import CallbackQuery, InlineKeyboardMarkup, Message
@@ -310,7 +310,7 @@ class TeamUI:
             _("Possible child: {answer}").format(
                 answer=_("Yes") if payload.get("child") else _("No")
             ),
-            _("Time: {time}").format(time=payload.get("time", "")),
+            _("Time: {time}").format(time=_when(tr, payload.get("time", ""))),
             _("Responder: {handle}").format(handle=payload.get("responder", "")),
         ]
         return "\n".join(lines)
@@ -452,7 +452,7 @@ class TeamUI:
         )
         d = digest.build(counts, previous)
         few = _("fewer than 11")
-        lines = [_("Team digest since {day} (counts only)").format(day=since.isoformat())]
+        lines = [_("Team digest since {day} (counts only)").format(day=tr.date(since))]
         lines.append(_("Screenings: {n}").format(n=digest.show(d.screenings, few)))
         for tier, value in sorted(d.tiers.items()):
             lines.append(f"  • {tier}: {digest.show(value, few)}")
@@ -473,6 +473,14 @@ class TeamUI:
         else:
             lines.append(_("Change against the previous period: {n}").format(n=f"{d.trend:+d}"))
         return "\n".join(lines)
+
+
+def _when(tr: Translator, iso: str) -> str:
+    """An alert's time in the reader's conventions (the payload keeps ISO 8601, UTC)."""
+    try:
+        return tr.datetime(datetime.fromisoformat(iso))
+    except ValueError:
+        return iso
 
 
 __all__ = ["NO_TEAM", "TeamUI"]
