@@ -92,66 +92,58 @@ async def run_waymark(
         ids = list(range(10_000 + users * 1000, 10_000 + users * 1000 + users))
 
         # Start each user's screening (untimed): /screen, then the menu button.
+        async def start(user: int) -> None:
+            # Untimed: /screen, then the menu button.
+            fake.user_text(user, "/screen", user_id=user)
+            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
+            fake.press_button(user, "Red-flag observation", user_id=user)
+            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
+
         for user in ids:
-            fake.user_text(user, "/screen", user_id=user)
-            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
-            fake.press_button(user, "Red-flag observation", user_id=user)
-            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
-
-        async def restart(user: int) -> None:
-            fake.user_text(user, "/screen", user_id=user)
-            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
-            fake.press_button(user, "Red-flag observation", user_id=user)
-            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
-
-        latencies: list[float] = []
-
-        async def user_loop(user: int) -> None:
-            for _ in range(PRESSES_PER_USER[users]):
-                last = fake.last_message(user)
-                assert last is not None
-                if not last.get("reply_markup") or "does not identify" in last["text"]:
-                    await restart(user)
-                    last = fake.last_message(user)
-                    assert last is not None
-                data = last["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-                fake.press(user, last["message_id"], data, user_id=user)
-                update = fake.take_updates()[-1]
-                started = time.perf_counter()
-                await app.process_update(Update.de_json(update, app.bot))
-                latencies.append(time.perf_counter() - started)
-
-        wall = time.perf_counter()
-        await asyncio.gather(*(user_loop(u) for u in ids))
-        wall = time.perf_counter() - wall
+            await start(user)
+        result = await press_loop(app, fake, ids, PRESSES_PER_USER[users], start)
     runtime.close()
-    return latencies, wall
+    return result
 
 
 async def run_bare(fake: FakeBotAPI, users: int) -> tuple[list[float], float]:
     app = bare_app(fake)
     async with app:
         ids = list(range(900_000 + users * 1000, 900_000 + users * 1000 + users))
-        for user in ids:
+
+        async def start(user: int) -> None:
             fake.user_text(user, "/start", user_id=user)
             await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
-        latencies: list[float] = []
 
-        async def user_loop(user: int) -> None:
-            for _ in range(PRESSES_PER_USER[users]):
+        for user in ids:
+            await start(user)
+        return await press_loop(app, fake, ids, PRESSES_PER_USER[users], start)
+
+
+async def press_loop(
+    app: Any, fake: FakeBotAPI, ids: list[int], presses: int, restart: Any
+) -> tuple[list[float], float]:
+    """All users at once, each pressing the first button of its latest message ``presses``
+    times; only ``process_update`` of the press is timed. A finished flow restarts untimed."""
+    latencies: list[float] = []
+
+    async def user_loop(user: int) -> None:
+        for _ in range(presses):
+            last = fake.last_message(user)
+            if last is None or not last.get("reply_markup") or "does not identify" in last["text"]:
+                await restart(user)
                 last = fake.last_message(user)
-                assert last is not None
-                data = last["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-                fake.press(user, last["message_id"], data, user_id=user)
-                update = fake.take_updates()[-1]
-                started = time.perf_counter()
-                await app.process_update(Update.de_json(update, app.bot))
-                latencies.append(time.perf_counter() - started)
+            assert last is not None
+            data = last["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+            fake.press(user, last["message_id"], data, user_id=user)
+            update = fake.take_updates()[-1]
+            started = time.perf_counter()
+            await app.process_update(Update.de_json(update, app.bot))
+            latencies.append(time.perf_counter() - started)
 
-        wall = time.perf_counter()
-        await asyncio.gather(*(user_loop(u) for u in ids))
-        wall = time.perf_counter() - wall
-    return latencies, wall
+    wall = time.perf_counter()
+    await asyncio.gather(*(user_loop(u) for u in ids))
+    return latencies, time.perf_counter() - wall
 
 
 def summary(latencies: list[float], wall: float) -> dict[str, float]:
