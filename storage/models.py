@@ -95,7 +95,7 @@ class SessionRow(Base):
     owner: Mapped[str] = mapped_column(String(32), index=True)
     status: Mapped[str] = mapped_column(String(16))
     version: Mapped[int] = mapped_column(Integer)
-    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"), index=True)
     state_ct: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -138,7 +138,7 @@ class Profile(Base):
 
     __tablename__ = "profiles"
     owner: Mapped[str] = mapped_column(String(32), primary_key=True)
-    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"), index=True)
     data_ct: Mapped[bytes] = mapped_column(LargeBinary)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -168,7 +168,7 @@ class ChatMessage(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     owner: Mapped[str] = mapped_column(String(32), index=True)
-    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"), index=True)
     ref_ct: Mapped[bytes] = mapped_column(LargeBinary)
     delete_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -179,7 +179,7 @@ class Team(Base):
 
     __tablename__ = "teams"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id", ondelete="CASCADE"), index=True)
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -7,6 +7,7 @@ filters on ``expires_at > now``, so an expired row is invisible even before the 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -106,9 +107,18 @@ class Store:
         self._readers = sessionmaker(
             engine.execution_options(waymark_readonly=True), expire_on_commit=False
         )
+        # Conversations writing right now. SQLite has one writer at a time and its busy
+        # handler polls, so a purge looping batch after batch can starve them (its cycle can
+        # phase-lock with the handler's 100 ms retries); the purge yields while this is > 0.
+        self._writers = 0
+        self._writers_lock = threading.Lock()
 
     @contextmanager
-    def _tx(self, *, readonly: bool = False) -> Iterator[Session]:
+    def _tx(self, *, readonly: bool = False, background: bool = False) -> Iterator[Session]:
+        counted = not readonly and not background
+        if counted:
+            with self._writers_lock:
+                self._writers += 1
         try:
             with (self._readers if readonly else self._sessions).begin() as db:
                 yield db
@@ -120,6 +130,17 @@ class Store:
             if "database is locked" in str(exc):
                 raise Conflict("the database is busy; retry") from None
             raise DatabaseUnavailable(f"database error: {type(exc).__name__}") from exc
+        finally:
+            if counted:
+                with self._writers_lock:
+                    self._writers -= 1
+
+    def _yield_to_writers(self, pause: float) -> None:
+        """Between purge batches: let waiting conversations write first (bounded)."""
+        deadline = time.monotonic() + 0.5
+        time.sleep(pause)
+        while self._writers > 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def transaction(self, *, readonly: bool = False) -> contextlib.AbstractContextManager[Session]:
         """A transaction with Waymark's error mapping (for sibling storage modules)."""
@@ -419,8 +440,8 @@ class Store:
         total = PurgeCounts()
         while True:
             if total.total:
-                time.sleep(pause)
-            with self._tx() as db:
+                self._yield_to_writers(pause)
+            with self._tx(background=True) as db:
                 ids = list(
                     db.scalars(select(AnswerRow.id).where(AnswerRow.expires_at <= now).limit(batch))
                 )
@@ -429,8 +450,8 @@ class Store:
                 result = db.execute(delete(AnswerRow).where(AnswerRow.id.in_(ids)))
                 total += PurgeCounts(answers=result.rowcount)  # type: ignore[attr-defined]
         while True:
-            time.sleep(pause)
-            with self._tx() as db:
+            self._yield_to_writers(pause)
+            with self._tx(background=True) as db:
                 rows = db.execute(
                     select(SessionRow.id, SessionRow.key_id)
                     .where(SessionRow.expires_at <= now)
@@ -439,11 +460,12 @@ class Store:
                 if not rows:
                     break
                 total += self._delete(db, [r.id for r in rows], [r.key_id for r in rows])
-        with self._tx() as db:
+        with self._tx(background=True) as db:
             db.execute(delete(ProcessedUpdate).where(ProcessedUpdate.expires_at <= now))
             db.execute(delete(ChatMessage).where(ChatMessage.expires_at <= now))
         while True:
-            with self._tx() as db:
+            self._yield_to_writers(pause)
+            with self._tx(background=True) as db:
                 owners = list(
                     db.scalars(select(Profile.owner).where(Profile.expires_at <= now).limit(batch))
                 )
@@ -455,7 +477,7 @@ class Store:
                 result = db.execute(delete(DataKey).where(DataKey.id.in_(keys)))
                 total += PurgeCounts(data_keys=result.rowcount)  # type: ignore[attr-defined]
         while True:
-            with self._tx() as db:
+            with self._tx(background=True) as db:
                 # Keys whose owner row is gone or which expired on their own.
                 key_ids = list(
                     db.scalars(select(DataKey.id).where(DataKey.expires_at <= now).limit(batch))
