@@ -183,8 +183,15 @@ class Scenario:
         )
 
 
-def run(name: str, responders: int, db: str, fault: object) -> str:
+def run(name: str, responders: int, db: str, fault: object, tiny_disk: bool = False) -> str:
     with tempfile.TemporaryDirectory() as tmp, FakeBotAPI.running() as fake:
+        if tiny_disk:
+            # A real filesystem that fills up: an 8 MB tmpfs for the data directory.
+            (Path(tmp) / "data").mkdir()
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(Path(tmp) / "data")],
+                check=True,
+            )
         db_url = None
         if db == "postgres":
             import secrets
@@ -206,7 +213,11 @@ def run(name: str, responders: int, db: str, fault: object) -> str:
         finally:
             scenario.stop()
         fake.violations.clear()
-        return scenario.verify()
+        try:
+            return scenario.verify()
+        finally:
+            if tiny_disk:
+                subprocess.run(["umount", str(Path(tmp) / "data")], check=False)
 
 
 def kill_under_load(s: Scenario) -> None:
@@ -259,10 +270,13 @@ def unreachable(s: Scenario) -> None:
 
 
 def full_disk(s: Scenario) -> None:
+    s.play(rounds=3)
     filler = s.data / "filler"
     free = shutil.disk_usage(s.data).free
     filler.write_bytes(b"\0" * max(0, free - 64 * 1024))
-    s.play(rounds=4)
+    for _ in range(4):  # people keep pressing while the disk is full
+        s.step()
+        s.settle(quiet=1.0, timeout=20)
     filler.unlink()
 
 
@@ -300,6 +314,7 @@ def main() -> None:
         ),
         "Bot API answers 429 for a minute": lambda: run("429", 4, "sqlite", too_many_requests),
         "Bot API unreachable for 30 s": lambda: run("unreachable", 4, "sqlite", unreachable),
+        "full disk on SQLite": lambda: run("fulldisk", 4, "sqlite", full_disk, tiny_disk=True),
         "key file missing at start": key_file_missing,
     }
     print(f"# fault runs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
