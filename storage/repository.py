@@ -129,7 +129,10 @@ class Store:
         except SQLAlchemyError as exc:
             if "database is locked" in str(exc):
                 raise Conflict("the database is busy; retry") from None
-            raise DatabaseUnavailable(f"database error: {type(exc).__name__}") from exc
+            # The driver's own words ("database or disk is full", "connection refused")
+            # tell an operator what to fix; they carry no answer (answers are ciphertext).
+            reason = str(getattr(exc, "orig", exc)).splitlines()[0][:160]
+            raise DatabaseUnavailable(f"database error: {reason}") from exc
         finally:
             if counted:
                 with self._writers_lock:
