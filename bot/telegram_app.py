@@ -107,6 +107,8 @@ MENUS: dict[str, tuple[Kind, ...]] = {
     "quiz": (Kind.QUIZ,),
     "start": (Kind.SCREENING, Kind.CONSENT, Kind.CHECKLIST, Kind.QUIZ),
 }
+#: Updates handled at once by one worker (see build_application).
+MAX_IN_FLIGHT = 24
 #: How often due message deletions run.
 CLEANUP_SECONDS = 20
 #: How often unacknowledged alerts are checked for reminders and escalation.
@@ -888,7 +890,9 @@ def build_application(
         ApplicationBuilder()
         .token(settings.bot_token.get_secret_value())
         .rate_limiter(AIORateLimiter(max_retries=3))
-        .concurrent_updates(True)
+        # Bounded: each update in flight may hold two pool connections (its chat's lock and
+        # its work); more chats than this wait their turn instead of exhausting the pool.
+        .concurrent_updates(MAX_IN_FLIGHT)
         .post_init(waymark.start_background)
         .post_shutdown(waymark.stop_background)
     )
