@@ -86,7 +86,9 @@ async def run_waymark(
         outbox_interval=3600,
     )
     runtime = open_runtime(settings)
-    app, bot = build_application(runtime)
+    # Like the bare bot, without the rate limiter: it caps a deployed bot at Telegram's own
+    # ~30 messages a second, which would hide what the update costs.
+    app, bot = build_application(runtime, rate_limit=False)
     async with app:
         bot.runtime_bot = app.bot
         ids = list(range(10_000 + users * 1000, 10_000 + users * 1000 + users))

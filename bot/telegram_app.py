@@ -880,22 +880,29 @@ class WaymarkBot:
 
 
 def build_application(
-    runtime: Runtime,
+    runtime: Runtime, *, rate_limit: bool = True
 ) -> tuple[Application[Any, Any, Any, Any, Any, Any], WaymarkBot]:
-    """Build the python-telegram-bot Application with Waymark's one handler."""
+    """Build the python-telegram-bot Application with Waymark's one handler.
+
+    Args:
+        runtime: The runtime.
+        rate_limit: Keep within Telegram's limits (about 30 messages a second overall) with
+            PTB's AIORateLimiter. Only a benchmark against a bare bot turns it off.
+    """
     settings = runtime.settings
     assert settings.bot_token is not None
     waymark = WaymarkBot(runtime)
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
         ApplicationBuilder()
         .token(settings.bot_token.get_secret_value())
-        .rate_limiter(AIORateLimiter(max_retries=3))
         # Bounded: each update in flight may hold two pool connections (its chat's lock and
         # its work); more chats than this wait their turn instead of exhausting the pool.
         .concurrent_updates(MAX_IN_FLIGHT)
         .post_init(waymark.start_background)
         .post_shutdown(waymark.stop_background)
     )
+    if rate_limit:
+        builder = builder.rate_limiter(AIORateLimiter(max_retries=3))
     if settings.telegram_base_url:
         base = settings.telegram_base_url.rstrip("/")
         builder = builder.base_url(base).base_file_url(base.replace("/bot", "/file/bot"))
