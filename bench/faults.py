@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,8 @@ from sqlalchemy import create_engine, text
 
 from bot.runtime import open_runtime
 from bot.settings import Settings
-from storage.teams import Teams
 from tests.fakes.telegram_api import FakeBotAPI
+from tests.helpers import seed_team
 
 TOKEN = "123456:FAULTS"
 SUPERVISOR = 700
@@ -56,23 +56,13 @@ class Scenario:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def seed(self) -> None:
-        runtime = open_runtime(
-            Settings(data_dir=self.data, database_url=self.env.get("WAYMARK_DATABASE_URL"))
+        seed_team(
+            self.data,
+            self.name,
+            SUPERVISOR,
+            self.chats,
+            database_url=self.env.get("WAYMARK_DATABASE_URL"),
         )
-        teams = Teams(runtime.store)
-        now = datetime.now(UTC)
-        team = teams.create_team(self.name, now=now)
-        for user, role in [(SUPERVISOR, "supervisor")] + [(c, "responder") for c in self.chats]:
-            code = teams.invite(team, role, created_by="faults", now=now, ttl=timedelta(days=1))
-            teams.join(
-                code,
-                runtime.store.keys.pseudonym("tg", user),
-                f"u{user}",
-                user,
-                now=now,
-                expires_at=now + timedelta(days=30),
-            )
-        runtime.close()
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WAYMARK_")}

@@ -401,18 +401,6 @@ class Teams:
         with self.store.transaction() as db:
             db.execute(delete(Outbox).where(Outbox.id == item_id))
 
-    def sent_count(self, alert_id: str) -> int:
-        """How many messages of an alert were sent (for tests and the log)."""
-        with self.store.transaction() as db:
-            return int(
-                db.scalar(
-                    select(func.count())
-                    .select_from(Outbox)
-                    .where(Outbox.alert_id == alert_id, Outbox.sent_at.is_not(None))
-                )
-                or 0
-            )
-
     def alert(self, alert_id: str, *, now: datetime) -> AlertInfo | None:
         """An alert as read back."""
         with self.store.transaction() as db:

@@ -21,6 +21,7 @@ from storage.db import make_engine
 from storage.repository import Store
 from tests.bot.conftest import TOKEN
 from tests.fakes.telegram_api import FakeBotAPI
+from tests.helpers import seed_team
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,39 +213,13 @@ def test_webhook_checks_the_secret(fake: FakeBotAPI, tmp_path: Path) -> None:
 SUPERVISOR = 888
 
 
-def seed_team(data: Path) -> None:
-    """A team with a supervisor and a responder (CHAT), written through the storage API."""
-    from datetime import UTC, datetime, timedelta
-
-    from bot.runtime import open_runtime
-    from bot.settings import Settings
-    from storage.teams import Teams
-
-    runtime = open_runtime(Settings(data_dir=data))
-    teams = Teams(runtime.store)
-    now = datetime.now(UTC)
-    team = teams.create_team("Night shift", now=now)
-    keys = runtime.store.keys
-    for user, role, handle in ((SUPERVISOR, "supervisor", "sup"), (CHAT, "responder", "resp")):
-        code = teams.invite(team, role, created_by="seed", now=now, ttl=timedelta(days=1))
-        teams.join(
-            code,
-            keys.pseudonym("tg", user),
-            handle,
-            user,
-            now=now,
-            expires_at=now + timedelta(days=30),
-        )
-    runtime.close()
-
-
 def test_alert_survives_sigkill_before_send_and_is_sent_once(
     fake: FakeBotAPI, tmp_path: Path
 ) -> None:
     """The alert is written with the screening's last answer; a kill -9 before the send
     delays it, and after the restart it is sent exactly once."""
     data = tmp_path / "data"
-    seed_team(data)
+    seed_team(data, "Night shift", SUPERVISOR, [CHAT])
     # The first process never reaches its sender (it runs once at start, then every hour).
     proc = start_bot(fake, data, WAYMARK_OUTBOX_INTERVAL="3600")
     try:

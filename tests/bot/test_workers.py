@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +18,12 @@ from sqlalchemy import create_engine
 from storage.locks import try_exclusive
 from tests.bot.test_restart_and_webhook import fake, free_port, start_bot, stop  # noqa: F401
 from tests.fakes.telegram_api import FakeBotAPI
+from tests.helpers import seed_team
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 SECRET = "worker-secret"
 SUPERVISOR = 900
 RESPONDERS = [901, 902, 903, 904, 905, 906]
-
-
-def seed(settings_env: dict[str, str], data: Path) -> None:
-    from bot.runtime import open_runtime
-    from bot.settings import Settings
-    from storage.teams import Teams
-
-    runtime = open_runtime(
-        Settings(data_dir=data, database_url=settings_env["WAYMARK_DATABASE_URL"])
-    )
-    teams = Teams(runtime.store)
-    now = datetime.now(UTC)
-    team = teams.create_team("Workers", now=now)
-    for user, role in [(SUPERVISOR, "supervisor")] + [(r, "responder") for r in RESPONDERS]:
-        code = teams.invite(team, role, created_by="seed", now=now, ttl=timedelta(days=1))
-        teams.join(
-            code,
-            runtime.store.keys.pseudonym("tg", user),
-            f"u{user}",
-            user,
-            now=now,
-            expires_at=now + timedelta(days=30),
-        )
-    runtime.close()
 
 
 def post(port: int, update: dict[str, Any]) -> int:
@@ -79,7 +56,7 @@ def quiet(api: FakeBotAPI, seconds: float = 0.6, timeout: float = 60) -> None:
 def test_two_workers_share_one_postgres(fake: FakeBotAPI, pg_url: str, tmp_path: Path) -> None:  # noqa: F811
     data = tmp_path / "data"
     env = {"WAYMARK_DATABASE_URL": pg_url}
-    seed(env, data)
+    seed_team(data, "Workers", SUPERVISOR, RESPONDERS, database_url=pg_url)
     ports = [free_port(), free_port()]
     workers = [
         start_bot(
