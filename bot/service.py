@@ -7,6 +7,7 @@ render the events it returns.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from flows.events import Cancel, Event, ForgetAnswer, Input, RecordAnswer
 from flows.loader import LoadedFlow, load_text
 from flows.state import State
 from storage.errors import Conflict
-from storage.repository import AnswerChange, SessionRecord, Store
+from storage.locks import Lease
+from storage.repository import AnswerChange, SessionRecord, StepPlan, Store
 
 #: How long a flow that keeps no answers may sit unfinished before its state expires.
 DEFAULT_SESSION_SECONDS = 24 * 3600
@@ -33,6 +35,10 @@ CONSENT_WINDOW = timedelta(hours=2)
 
 
 SideWrites = Callable[[str, LoadedFlow, str, list[Event]], list[Callable[[Any], None]]]
+#: An active session as read: its record, its engine state and the flow it is pinned to.
+Found = tuple[SessionRecord, State, LoadedFlow]
+#: Picks the input to apply from the profile and the active session (None: apply nothing).
+Chooser = Callable[[dict[str, Any], Found | None], Input | None]
 
 
 class FlowChangedError(Exception):
@@ -54,6 +60,21 @@ class Turn:
     flow: LoadedFlow
     state: State
     events: list[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What ``Service.step`` read and did.
+
+    Attributes:
+        profile: The person's profile data.
+        found: Their active session before the step, or None.
+        turn: The applied turn, or None if the chooser chose nothing.
+    """
+
+    profile: dict[str, Any]
+    found: Found | None
+    turn: Turn | None
 
 
 class Service:
@@ -151,13 +172,69 @@ class Service:
             )
         return Turn(record.id, flow, state, events)
 
-    def current(self, owner: str) -> tuple[SessionRecord, State, LoadedFlow] | None:
+    def current(self, owner: str) -> Found | None:
         """The owner's active session, or None."""
         record = self.store.active_session(owner, now=self.clock())
         if record is None:
             return None
         state = State.load(record.state)
         return record, state, self.flow_of(state)
+
+    def step(
+        self,
+        owner: str,
+        choose: Chooser,
+        *,
+        claim: str | None = None,
+        lease: Lease | None = None,
+    ) -> Step:
+        """Read the profile and active session, apply what ``choose`` picks, persist it.
+
+        One database transaction does it all (``Store.step``): this is the path of every
+        button press, so its cost is the bot's per-update cost.
+
+        Args:
+            owner: The owner's pseudonym.
+            choose: Picks the input from what was read (pure; it may raise InputRejected).
+            claim: The update's key, claimed atomically with the change (exactly once).
+            lease: The chat's lock, whose connection carries the transaction.
+
+        Raises:
+            InputRejected: From ``choose``, or an input the step does not accept. Nothing
+                was stored.
+            Duplicate: The update was applied before. Nothing was stored.
+        """
+        for _ in range(_RETRIES):
+            now = self.clock()
+            decide = functools.partial(self._decide, owner, choose, claim, now)
+            try:
+                return self.store.step(owner, now=now, decide=decide, lease=lease)
+            except Conflict:
+                continue  # someone else moved this session on: read again and retry
+        raise InputRejected(Reason.STALE, detail="the session is busy")
+
+    def _decide(
+        self,
+        owner: str,
+        choose: Chooser,
+        claim: str | None,
+        now: datetime,
+        profile: dict[str, Any],
+        record: SessionRecord | None,
+    ) -> tuple[Step, StepPlan | None]:
+        # Runs inside Store.step's transaction: pure work on what was read.
+        found = None
+        if record is not None:
+            state = State.load(record.state)
+            found = (record, state, self.flow_of(state))
+        given = choose(profile, found)
+        if given is None or found is None:
+            return Step(profile, found, None), None
+        record, state, flow = found
+        new_state, events = engine.resume(flow, state, given, now)
+        writes = self.side_writes(owner, flow, record.id, events) if self.side_writes else []
+        plan = StepPlan(new_state.dump(), new_state.status, _changes(events), claim, writes)
+        return Step(profile, found, Turn(record.id, flow, new_state, events)), plan
 
     def answer(
         self,
@@ -166,49 +243,35 @@ class Service:
         *,
         expected_seq: int | None = None,
         claim: str | None = None,
-        found: tuple[SessionRecord, State, LoadedFlow] | None = None,
+        lease: Lease | None = None,
     ) -> Turn:
         """Apply an input to the owner's active session and persist the result.
 
         Args:
             owner: The owner's pseudonym.
             given: The input.
-            expected_seq: For a button press, the question it belongs to; a press of an
-                older question is rejected as stale instead of answering the new one.
+            expected_seq: For an answer to a shown question, the question it belongs to; an
+                answer to an older question is rejected as stale instead of answering the
+                new one.
             claim: The update's key, claimed atomically with the change (exactly once).
-            found: The session as the caller just read it (saves a read; on a conflict the
-                session is read again).
+            lease: The chat's lock, whose connection carries the transaction.
 
         Raises:
-            InputRejected: No active session, a stale button, or an input the step does not
+            InputRejected: No active session, a stale answer, or an input the step does not
                 accept. Nothing was stored.
             Duplicate: The update was applied before. Nothing was stored.
         """
-        for attempt in range(_RETRIES):
-            if attempt or found is None:
-                found = self.current(owner)
+
+        def choose(_profile: dict[str, Any], found: Found | None) -> Input:
             if found is None:
                 raise InputRejected(Reason.NOT_ACTIVE)
-            record, state, flow = found
-            if expected_seq is not None and expected_seq != state.seq:
-                raise InputRejected(Reason.STALE, seq=state.seq)
-            new_state, events = engine.resume(flow, state, given, self.clock())
-            writes = self.side_writes(owner, flow, record.id, events) if self.side_writes else []
-            try:
-                self.store.save(
-                    record.id,
-                    new_state.dump(),
-                    expected_version=record.version,
-                    status=new_state.status,
-                    now=self.clock(),
-                    answers=_changes(events),
-                    claim=claim,
-                    writes=writes,
-                )
-            except Conflict:
-                continue  # someone else moved this session on: reload and try again
-            return Turn(record.id, flow, new_state, events)
-        raise InputRejected(Reason.STALE, detail="the session is busy")
+            if expected_seq is not None and expected_seq != found[1].seq:
+                raise InputRejected(Reason.STALE, seq=found[1].seq)
+            return given
+
+        turn = self.step(owner, choose, claim=claim, lease=lease).turn
+        assert turn is not None  # choose never declines: it applies or raises
+        return turn
 
     def cancel(self, owner: str) -> Turn | None:
         """End the owner's active flow (kept answers stay until they expire)."""

@@ -65,9 +65,9 @@ class TeamDesk:
         return ("guest" if self.settings.open_access else "none"), None
 
     @staticmethod
-    def may_run(role: str, flow: LoadedFlow) -> bool:
-        """Whether this role may run this flow."""
-        return flow.flow.kind in MAY_RUN.get(role, frozenset())
+    def may_run(role: str | None, flow: LoadedFlow) -> bool:
+        """Whether this role may run this flow (an unknown role, None, may run none)."""
+        return role is not None and flow.flow.kind in MAY_RUN.get(role, frozenset())
 
     def member_expiry(self) -> datetime:
         """When a membership made now expires (a year, capped by the deployment)."""

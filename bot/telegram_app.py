@@ -21,8 +21,8 @@ import logging
 import signal
 import weakref
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -52,7 +52,7 @@ from bot.i18n import null_gettext as N_  # noqa: N812 - the gettext convention f
 from bot.i18n_status import review_status
 from bot.presenter import BACK, DONE, SKIP, Action, Prompt
 from bot.runtime import Runtime
-from bot.service import Service, Turn
+from bot.service import Found, Service, Step, Turn
 from bot.teams_desk import TeamDesk
 from bot.telegram_teams import TeamUI
 from bot.text import chunks, clean_input, directional, esc
@@ -75,7 +75,7 @@ from flows.loader import LoadedFlow
 from flows.model import Kind
 from flows.state import State
 from storage.errors import Duplicate
-from storage.locks import exclusive, try_exclusive
+from storage.locks import Lease, lease, try_exclusive
 from storage.teams import MemberInfo, Teams
 
 log = logging.getLogger("waymark.bot")
@@ -128,8 +128,11 @@ class Context:
         claim: The update's exactly-once key.
         respondent: The language of the person being screened (bilingual mode), if set.
         user_id: The Telegram user id (kept in memory for this update only).
-        role: admin, supervisor, responder, trainee, guest or none.
-        member: The person's team membership, if any.
+        role: admin, supervisor, responder, trainee, guest or none; None when not looked
+            up (an answer to a question needs no role: its flow was allowed when it began).
+        member: The person's team membership, if any (not looked up when role is None).
+        lease: The chat's cross-worker lock, held while the update is handled.
+        profile: The person's profile data as read when the update arrived.
     """
 
     owner: str
@@ -138,8 +141,10 @@ class Context:
     claim: str
     respondent: Translator | None = None
     user_id: int = 0
-    role: str = "guest"
+    role: str | None = None
     member: MemberInfo | None = None
+    lease: Lease | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
 
 
 class WaymarkBot:
@@ -178,13 +183,22 @@ class WaymarkBot:
         """The keyed pseudonym of a Telegram user."""
         return self.store.keys.pseudonym("tg", user_id)
 
-    def _who(
-        self, owner: str, user_id: int, language_code: str | None
-    ) -> tuple[Translator, Translator | None, str, MemberInfo | None]:
-        """Languages and role of a person, in one trip to the database thread."""
-        own, respondent = self._translators(self.service.profile(owner), language_code)
+    def _who(self, owner: str, user_id: int, language_code: str | None) -> Context:
+        """The person's profile, languages and role (read on the database thread)."""
+        profile = self.service.profile(owner)
+        own, respondent = self._translators(profile, language_code)
         role, member = self.desk.role(user_id, owner)
-        return own, respondent, role, member
+        return Context(
+            owner=owner,
+            chat_id=0,
+            tr=own,
+            claim="",
+            respondent=respondent,
+            user_id=user_id,
+            role=role,
+            member=member,
+            profile=profile,
+        )
 
     def _translators(
         self, profile: dict[str, Any], language_code: str | None
@@ -227,42 +241,47 @@ class WaymarkBot:
         lock = self._locks.get(chat.id)
         if lock is None:
             lock = self._locks[chat.id] = asyncio.Lock()
-        async with lock, self._chat_lock(chat.id):
-            owner = self.owner_of(user.id)
-            own, respondent, role, member = await self.db(
-                self._who, owner, user.id, user.language_code
-            )
-            ctx = Context(
-                owner=owner,
-                chat_id=chat.id,
-                tr=own,
-                claim=f"u{update.update_id}",
-                respondent=respondent,
-                user_id=user.id,
-                role=role,
-                member=member,
-            )
+        owner = self.owner_of(user.id)
+        claim = f"u{update.update_id}"
+        query = update.callback_query
+        press = self.codec.unpack(query.data or "") if query is not None else None
+        async with lock:
             try:
-                if update.callback_query is not None:
-                    await self._on_press(update.callback_query, ctx)
-                elif update.message is not None:
-                    await self._on_message(update.message, ctx)
+                if query is not None and press is not None and press.kind == "a":
+                    # An answer to a question, the commonest update: one trip to the
+                    # database thread, one transaction (see _answer_press).
+                    await self._answer_press(query, press, owner, chat.id, user, claim)
+                    return
+                ctx = await self.db(self._enter, chat.id, owner, user.id, user.language_code)
+                ctx.chat_id, ctx.claim = chat.id, claim
+                try:
+                    if query is not None:
+                        await self._on_press(query, ctx)
+                    elif update.message is not None:
+                        await self._on_message(update.message, ctx)
+                finally:
+                    await self._release(ctx.lease)
             except Duplicate:
                 log.info("duplicate update ignored (owner %s…)", owner[:6])
 
-    @contextlib.asynccontextmanager
-    async def _chat_lock(self, chat_id: int) -> AsyncIterator[None]:
-        """The chat's lock across workers (PostgreSQL advisory lock; nothing on SQLite)."""
-        if self.store.engine.dialect.name != "postgresql":
-            yield
-            return
-        name = f"chat:{self.owner_of(chat_id)}"
-        lock = exclusive(self.store.engine, name)
-        await asyncio.to_thread(lock.__enter__)
+    def _lease(self, chat_id: int) -> Lease:
+        """The chat's lock across workers (PostgreSQL advisory lock; inert on SQLite)."""
+        return lease(self.store.engine, f"chat:{self.owner_of(chat_id)}")
+
+    def _enter(self, chat_id: int, owner: str, user_id: int, language_code: str | None) -> Context:
+        """Take the chat's lock and look up the person, in one trip to the database thread."""
+        held = self._lease(chat_id)
         try:
-            yield
-        finally:
-            await asyncio.to_thread(lock.__exit__, None, None, None)
+            ctx = self._who(owner, user_id, language_code)
+        except BaseException:
+            held.release()
+            raise
+        ctx.lease = held
+        return ctx
+
+    async def _release(self, held: Lease | None) -> None:
+        if held is not None and held.connection is not None:
+            await self.db(held.release)
 
     async def _refuse_group(self, update: Update) -> None:
         chat = update.effective_chat
@@ -346,20 +365,37 @@ class WaymarkBot:
     async def _typed(self, text: str, ctx: Context) -> None:
         if await self.teams_ui.typed(text, ctx):
             return
-        found = await self.db(self.service.current, ctx.owner)
-        if found is None:
+
+        def choose(_profile: dict[str, Any], found: Found | None) -> Input | None:
+            # Only a question that takes typed text, and only non-empty text, gets it.
+            if found is None or not text:
+                return None
+            _, state, flow = found
+            if presenter.prompt(ctx.tr, flow, current_ask(flow, state)).typed is None:
+                return None
+            return TextInput(text)
+
+        try:
+            step = await self.db(
+                self.service.step, ctx.owner, choose, claim=ctx.claim, lease=ctx.lease
+            )
+        except InputRejected as exc:
+            await self._send(ctx, presenter.rejection(ctx.tr, exc.reason, exc.detail))
+            if exc.reason is not Reason.NOT_ACTIVE:
+                await self._reshow(ctx)
+            return
+        if step.turn is not None:
+            await self._render(ctx, step.turn, None)
+        elif step.found is None:
             await self._send(ctx, ctx.tr.gettext("Send /start to choose a checklist."))
-            return
-        _, state, flow = found
-        prompt = presenter.prompt(ctx.tr, flow, current_ask(flow, state))
-        if prompt.typed is None:
-            await self._send(ctx, ctx.tr.gettext("Please answer with the buttons."))
-            await self._reshow(ctx)
-            return
-        if not text:
-            await self._send(ctx, presenter.rejection(ctx.tr, Reason.EMPTY, {}))
-            return
-        await self._apply(ctx, TextInput(text), expected_seq=state.seq, edit=None)
+        else:
+            _, state, flow = step.found
+            if presenter.prompt(ctx.tr, flow, current_ask(flow, state)).typed is not None:
+                # The question takes text, so what was declined is empty text.
+                await self._send(ctx, presenter.rejection(ctx.tr, Reason.EMPTY, {}))
+            else:
+                await self._send(ctx, ctx.tr.gettext("Please answer with the buttons."))
+                await self._reshow(ctx, step.found)
 
     # ------------------------------------------------------------------ presses
 
@@ -368,9 +404,6 @@ class WaymarkBot:
         message = query.message if isinstance(query.message, Message) else None
         if press is None:
             await query.answer(ctx.tr.gettext("This button is not valid."))
-            return
-        if press.kind == "a":
-            await self._answer_press(query, press, ctx, message)
             return
         if not self.codec.valid(press, ctx.owner, ""):
             await query.answer(ctx.tr.gettext("This button is not valid."))
@@ -420,30 +453,78 @@ class WaymarkBot:
             await self._send(ctx, ctx.tr.gettext("These messages will be kept."))
 
     async def _answer_press(
-        self, query: CallbackQuery, press: Any, ctx: Context, message: Message | None
+        self, query: CallbackQuery, press: Any, owner: str, chat_id: int, user: Any, claim: str
     ) -> None:
-        found = await self.db(self.service.current, ctx.owner)
+        """A press of an answer button: read, check, apply and write in one transaction.
+
+        The checks (is the button this session's, is its question the current one, is the
+        choice on offer) are pure and run inside the transaction on what it read, so a
+        press costs one database round of work and one thread hop.
+        """
+        message = query.message if isinstance(query.message, Message) else None
+        seen: dict[str, Any] = {}
+
+        def choose(profile: dict[str, Any], found: Found | None) -> Input | None:
+            own, respondent = self._translators(profile, user.language_code)
+            seen["ctx"] = Context(owner, chat_id, own, claim, respondent, user.id, profile=profile)
+            seen["verdict"], given = self._verdict(press, owner, found, own)
+            return given
+
+        def work() -> tuple[Lease, Step]:
+            held = self._lease(chat_id)
+            try:
+                return held, self.service.step(owner, choose, claim=claim, lease=held)
+            except BaseException:
+                held.release()
+                raise
+
+        try:
+            held, step = await self.db(work)
+        except InputRejected as exc:
+            # The flow refused the input (nothing was stored): say why, show the question.
+            ctx = seen["ctx"]
+            await query.answer()
+            await self._send(ctx, presenter.rejection(ctx.tr, exc.reason, exc.detail))
+            if exc.reason is not Reason.NOT_ACTIVE:
+                await self._reshow(ctx)
+            return
+        ctx = seen["ctx"]
+        ctx.lease = held
+        try:
+            verdict = seen["verdict"]
+            if step.turn is not None:
+                await query.answer()
+                await self._render(ctx, step.turn, message)
+            elif verdict == "stale" and step.found is not None:
+                await query.answer(
+                    ctx.tr.gettext("This question is closed. Here is the current one.")
+                )
+                await self._reshow(ctx, step.found)
+            elif verdict == "closed":
+                await query.answer(ctx.tr.gettext("This question is closed."))
+            else:
+                await query.answer(ctx.tr.gettext("This button is not valid."))
+        finally:
+            await self._release(held)
+
+    def _verdict(
+        self, press: Any, owner: str, found: Found | None, tr: Translator
+    ) -> tuple[str, Input | None]:
+        """What an answer press means: ("apply", input) or a refusal and None."""
         if found is None:
-            await query.answer(ctx.tr.gettext("This question is closed."))
-            return
+            return "closed", None
         record, state, flow = found
-        if not self.codec.valid(press, ctx.owner, record.id):
+        if not self.codec.valid(press, owner, record.id):
             # Forged, foreign or from a session that has ended: change nothing.
-            await query.answer(ctx.tr.gettext("This button is not valid."))
-            return
+            return "invalid", None
         seq = seq_value(press.fields[0]) if len(press.fields) == 2 else None
         index = int(press.fields[1]) if len(press.fields) == 2 and press.fields[1].isdigit() else -1
         if seq != state.seq:
-            await query.answer(ctx.tr.gettext("This question is closed. Here is the current one."))
-            await self._reshow(ctx)
-            return
-        prompt = presenter.prompt(ctx.tr, flow, current_ask(flow, state))
+            return "stale", None
+        prompt = presenter.prompt(tr, flow, current_ask(flow, state))
         if not 0 <= index < len(prompt.actions):
-            await query.answer(ctx.tr.gettext("This button is not valid."))
-            return
-        given = self._input_for(prompt, prompt.actions[index], state)
-        await query.answer()
-        await self._apply(ctx, given, expected_seq=state.seq, edit=message, found=found)
+            return "invalid", None
+        return "apply", self._input_for(prompt, prompt.actions[index], state)
 
     @staticmethod
     def _input_for(prompt: Prompt, action: Action, state: State) -> Input:
@@ -458,31 +539,6 @@ class WaymarkBot:
         return Choice((action.code,))
 
     # ------------------------------------------------------------------ turns
-
-    async def _apply(
-        self,
-        ctx: Context,
-        given: Input,
-        *,
-        expected_seq: int,
-        edit: Message | None,
-        found: Any = None,
-    ) -> None:
-        try:
-            turn = await self.db(
-                self.service.answer,
-                ctx.owner,
-                given,
-                expected_seq=expected_seq,
-                claim=ctx.claim,
-                found=found,
-            )
-        except InputRejected as exc:
-            await self._send(ctx, presenter.rejection(ctx.tr, exc.reason, exc.detail))
-            if exc.reason is not Reason.NOT_ACTIVE:
-                await self._reshow(ctx)
-            return
-        await self._render(ctx, turn, edit)
 
     async def _start_flow(self, flow_id: str, ctx: Context) -> None:
         flow = self.runtime.flows[flow_id]
@@ -548,8 +604,9 @@ class WaymarkBot:
         if delay is not None:
             at = self.service.clock() + timedelta(seconds=delay)
             await self.db(self.store.schedule_deletion, ctx.owner, at)
-        profile = await self.db(self.service.profile, ctx.owner)
-        then = profile.get("then")
+        # Set when the consent began, in an earlier update: the profile read by this one
+        # has it.
+        then = ctx.profile.get("then")
         if flow.flow.kind is Kind.CONSENT and then:
             await self.db(self.service.update_profile, ctx.owner, then=None)
             if outcome is not None and outcome.outcome_id == "given" and then in self.runtime.flows:
@@ -648,9 +705,10 @@ class WaymarkBot:
             [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
         )
 
-    async def _reshow(self, ctx: Context) -> None:
+    async def _reshow(self, ctx: Context, found: Found | None = None) -> None:
         """Send the current question again (after a stale press or unexpected input)."""
-        found = await self.db(self.service.current, ctx.owner)
+        if found is None:
+            found = await self.db(self.service.current, ctx.owner)
         if found is None:
             return
         record, state, flow = found

@@ -167,8 +167,7 @@ class TeamUI:
 
     async def typed(self, text: str, ctx: Context) -> bool:
         """A typed handle completing an invitation; False if none is pending."""
-        profile = await self.bot.db(self.bot.service.profile, ctx.owner)
-        code = profile.get("invite")
+        code = ctx.profile.get("invite")
         if not code:
             return False
         _ = ctx.tr.gettext
@@ -223,7 +222,7 @@ class TeamUI:
             role = press.fields[0]
             team = await self._team_of(ctx)
             allowed = {"admin": ("supervisor",), "supervisor": ("responder", "trainee")}
-            if team is None or role not in allowed.get(ctx.role, ()):
+            if team is None or ctx.role is None or role not in allowed.get(ctx.role, ()):
                 await self._refuse(ctx)
                 return True
             ttl = timedelta(seconds=self.desk.settings.seconds("invite_ttl"))

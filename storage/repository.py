@@ -12,17 +12,20 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import BindParameter
 
 from storage import crypto
 from storage.crypto import KeyRing
 from storage.errors import Conflict, DatabaseUnavailable, Duplicate, KeyFileMissing, WrongKey
+from storage.locks import Lease
 from storage.models import (
     AnswerRow,
     ChatMessage,
@@ -92,6 +95,100 @@ class AnswerChange:
     drop: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What one step writes to a session, atomically (see ``Store.step``).
+
+    Attributes:
+        state: The new state.
+        status: ``active`` or ``ended``.
+        answers: Answers to keep or drop.
+        claim: An update key claimed in the same transaction (exactly-once).
+        writes: More writes that must commit with this one or not at all.
+    """
+
+    state: dict[str, Any]
+    status: str
+    answers: Iterable[AnswerChange] = ()
+    claim: str | None = None
+    writes: Iterable[Callable[[Session], None]] = field(default_factory=tuple)
+
+
+R = TypeVar("R")
+
+# The hot path's statements, built once: a button press runs them in one transaction, and
+# building and caching ORM queries anew cost more than the database work itself.
+_OWNER: BindParameter[str] = bindparam("owner")
+_NOW: BindParameter[datetime] = bindparam("now")
+_PROFILE_READ = (
+    select(Profile.data_ct, DataKey.id.label("key_id"), DataKey.kek_id, DataKey.wrapped)
+    .join(DataKey, DataKey.id == Profile.key_id)
+    .where(Profile.owner == _OWNER, Profile.expires_at > _NOW, DataKey.expires_at > _NOW)
+)
+_SESSION_COLUMNS = (
+    SessionRow.id,
+    SessionRow.owner,
+    SessionRow.status,
+    SessionRow.version,
+    SessionRow.state_ct,
+    SessionRow.expires_at,
+    DataKey.id.label("key_id"),
+    DataKey.kek_id,
+    DataKey.wrapped,
+)
+_ACTIVE_READ = (
+    select(*_SESSION_COLUMNS)
+    .join(DataKey, DataKey.id == SessionRow.key_id)
+    .where(
+        SessionRow.owner == _OWNER,
+        SessionRow.status == "active",
+        SessionRow.expires_at > _NOW,
+        DataKey.expires_at > _NOW,
+    )
+    .order_by(SessionRow.created_at.desc())
+    .limit(1)
+)
+# For a write: PostgreSQL locks the session row until commit; SQLite's BEGIN IMMEDIATE
+# already excludes other writers (and SQLAlchemy renders no FOR UPDATE there).
+_ACTIVE_FOR_UPDATE = _ACTIVE_READ.with_for_update(of=SessionRow)
+_SESSION_FOR_UPDATE = (
+    select(*_SESSION_COLUMNS)
+    .join(DataKey, DataKey.id == SessionRow.key_id)
+    .where(
+        SessionRow.id == bindparam("id"), SessionRow.expires_at > _NOW, DataKey.expires_at > _NOW
+    )
+    .with_for_update(of=SessionRow)
+)
+_SESSION_WRITE = (
+    update(SessionRow)
+    .where(
+        SessionRow.id == bindparam("sid"),
+        SessionRow.version == bindparam("expected"),
+        SessionRow.expires_at > _NOW,
+    )
+    .values(
+        state_ct=bindparam("state_ct"),
+        status=bindparam("new_status"),
+        version=bindparam("new_version"),
+        updated_at=_NOW,
+    )
+)
+_CLAIM = insert(ProcessedUpdate)
+_ANSWER_DROP = delete(AnswerRow).where(
+    AnswerRow.session_id == bindparam("sid"), AnswerRow.slot == bindparam("name")
+)
+
+
+def _answer_upsert(dialect: str) -> Any:
+    # One statement per kept answer: (session, slot) is unique, so an answer changed by
+    # Back overwrites the old one in place.
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AnswerRow)
+    return stmt.on_conflict_do_update(
+        index_elements=[AnswerRow.session_id, AnswerRow.slot],
+        set_={"value_ct": stmt.excluded.value_ct, "expires_at": stmt.excluded.expires_at},
+    )
+
+
 class Store:
     """Encrypted, expiring persistence of sessions and answers.
 
@@ -104,6 +201,7 @@ class Store:
         self.engine = engine
         self.keys = keys
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._answer_upsert = _answer_upsert(engine.dialect.name)
         self._readers = sessionmaker(
             engine.execution_options(waymark_readonly=True), expire_on_commit=False
         )
@@ -114,14 +212,21 @@ class Store:
         self._writers_lock = threading.Lock()
 
     @contextmanager
-    def _tx(self, *, readonly: bool = False, background: bool = False) -> Iterator[Session]:
+    def _tx(
+        self, *, readonly: bool = False, background: bool = False, lease: Lease | None = None
+    ) -> Iterator[Session]:
         counted = not readonly and not background
         if counted:
             with self._writers_lock:
                 self._writers += 1
         try:
-            with (self._readers if readonly else self._sessions).begin() as db:
-                yield db
+            if lease is not None and lease.connection is not None:
+                # The connection that holds the chat's lock carries the transaction too.
+                with Session(bind=lease.connection, expire_on_commit=False) as db, db.begin():
+                    yield db
+            else:
+                with (self._readers if readonly else self._sessions).begin() as db:
+                    yield db
         except IntegrityError as exc:
             if "processed_updates" in str(exc) or "pk_processed_updates" in str(exc):
                 raise Duplicate("this update was applied already") from None
@@ -252,6 +357,12 @@ class Store:
             )
         return SessionRecord(session_id, owner, "active", 1, state, expires_at)
 
+    def _record(self, row: Any) -> tuple[SessionRecord, bytes]:
+        """A session row read with its data key's columns (``_SESSION_COLUMNS``)."""
+        dek = self.keys.unwrap(row.wrapped, row.key_id, row.kek_id)
+        state = crypto.unseal(dek, row.state_ct, table="sessions", row=row.id, column="state")
+        return SessionRecord(row.id, row.owner, row.status, row.version, state, row.expires_at), dek
+
     def _read(self, db: Session, row: SessionRow, now: datetime) -> SessionRecord | None:
         dek = self._dek(db, row.key_id, now)
         if dek is None:
@@ -270,17 +381,8 @@ class Store:
     def active_session(self, owner: str, *, now: datetime) -> SessionRecord | None:
         """The owner's active, unexpired session, if any."""
         with self._tx(readonly=True) as db:
-            row = db.scalars(
-                select(SessionRow)
-                .where(
-                    SessionRow.owner == owner,
-                    SessionRow.status == "active",
-                    SessionRow.expires_at > now,
-                )
-                .order_by(SessionRow.created_at.desc())
-                .limit(1)
-            ).first()
-            return None if row is None else self._read(db, row, now)
+            row = db.connection().execute(_ACTIVE_READ, {"owner": owner, "now": now}).first()
+            return None if row is None else self._record(row)[0]
 
     def save(
         self,
@@ -315,53 +417,102 @@ class Store:
                 nothing was written.
             Duplicate: ``claim`` was claimed before; nothing was written.
         """
+        plan = StepPlan(state, status, answers, claim, writes)
         with self._tx() as db:
-            if claim is not None:
-                db.add(ProcessedUpdate(key=claim, expires_at=now + CLAIM_TTL))
-                db.flush()
-            row = db.scalars(
-                select(SessionRow).where(SessionRow.id == session_id).with_for_update()
-            ).first()
-            if row is None or row.version != expected_version or row.expires_at <= now:
+            conn = db.connection()
+            row = conn.execute(_SESSION_FOR_UPDATE, {"id": session_id, "now": now}).first()
+            if row is None or row.version != expected_version:
                 raise Conflict(f"session {session_id} changed or expired")
-            dek = self._dek(db, row.key_id, now)
-            if dek is None:
-                raise Conflict(f"session {session_id} expired")
-            row.state_ct = crypto.seal(dek, state, table="sessions", row=row.id, column="state")
-            row.status = status
-            row.version += 1
-            row.updated_at = now
-            for change in answers:
-                name = crypto.slot(dek, change.name)
-                existing = db.scalars(
-                    select(AnswerRow).where(AnswerRow.session_id == row.id, AnswerRow.slot == name)
-                ).first()
-                if change.drop:
-                    if existing is not None:
-                        db.delete(existing)
-                    continue
-                # The answer's name travels inside the ciphertext; the slot alone is opaque.
-                value_ct = crypto.seal(
-                    dek,
-                    {"name": change.name, "value": change.value},
-                    table="answers",
-                    row=f"{row.id}/{name}",
-                    column="value",
-                )
-                if existing is None:
-                    db.add(
-                        AnswerRow(
-                            session_id=row.id,
-                            slot=name,
-                            value_ct=value_ct,
-                            expires_at=row.expires_at,
-                        )
-                    )
-                else:
-                    existing.value_ct = value_ct
-            for write in writes:
-                write(db)
-            return row.version
+            record, dek = self._record(row)
+            return self._write_step(db, record, dek, plan, now)
+
+    def step(
+        self,
+        owner: str,
+        *,
+        now: datetime,
+        decide: Callable[[dict[str, Any], SessionRecord | None], tuple[R, StepPlan | None]],
+        lease: Lease | None = None,
+    ) -> R:
+        """Read an owner's profile and active session, decide, and write: one transaction.
+
+        This is a button press's whole trip to the database. ``decide`` runs inside the
+        transaction with the profile data and the session (or None); it returns the caller's
+        result and a plan to write, or None to write nothing. On PostgreSQL the session row
+        stays locked until the commit; on SQLite the transaction holds the write lock.
+
+        Args:
+            owner: The owner's pseudonym.
+            now: The clock.
+            decide: Chooses what to write (it must not touch the database itself, except
+                through the plan's ``writes``).
+            lease: The chat's lock; its connection carries the transaction.
+
+        Returns:
+            What ``decide`` returned first.
+
+        Raises:
+            Conflict: The session changed meanwhile; nothing was written.
+            Duplicate: The plan's claim was claimed before; nothing was written.
+        """
+        with self._tx(lease=lease) as db:
+            conn = db.connection()
+            params = {"owner": owner, "now": now}
+            profile = self._profile_data(conn, owner, now)
+            row = conn.execute(_ACTIVE_FOR_UPDATE, params).first()
+            record, dek = self._record(row) if row is not None else (None, b"")
+            result, plan = decide(profile, record)
+            if plan is not None and record is not None:
+                self._write_step(db, record, dek, plan, now)
+            return result
+
+    def _write_step(
+        self, db: Session, record: SessionRecord, dek: bytes, plan: StepPlan, now: datetime
+    ) -> int:
+        conn = db.connection()
+        if plan.claim is not None:
+            # First: a duplicate update fails here, before anything else is written.
+            conn.execute(_CLAIM, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
+        version = record.version + 1
+        state_ct = crypto.seal(dek, plan.state, table="sessions", row=record.id, column="state")
+        written = conn.execute(
+            _SESSION_WRITE,
+            {
+                "sid": record.id,
+                "expected": record.version,
+                "now": now,
+                "state_ct": state_ct,
+                "new_status": plan.status,
+                "new_version": version,
+            },
+        )
+        if written.rowcount != 1:
+            raise Conflict(f"session {record.id} changed or expired")
+        for change in plan.answers:
+            name = crypto.slot(dek, change.name)
+            if change.drop:
+                conn.execute(_ANSWER_DROP, {"sid": record.id, "name": name})
+                continue
+            # The answer's name travels inside the ciphertext; the slot alone is opaque.
+            value_ct = crypto.seal(
+                dek,
+                {"name": change.name, "value": change.value},
+                table="answers",
+                row=f"{record.id}/{name}",
+                column="value",
+            )
+            conn.execute(
+                self._answer_upsert,
+                {
+                    "session_id": record.id,
+                    "slot": name,
+                    "value_ct": value_ct,
+                    "expires_at": record.expires_at,
+                },
+            )
+        for write in plan.writes:
+            write(db)
+        return version
 
     def answers(self, session_id: str, *, now: datetime) -> dict[str, Any]:
         """The kept answers of a session, by name (empty if expired)."""
@@ -553,7 +704,8 @@ class Store:
 
     def flow_snapshot(self, flow_id: str, version: int) -> tuple[str, str] | None:
         """The (digest, body) pinned for a flow version, if any."""
-        with self._tx() as db:
+        # Read-only: a press may need it inside its own write transaction (Store.step).
+        with self._tx(readonly=True) as db:
             row = db.get(FlowSnapshot, (flow_id, version))
             return None if row is None else (row.digest, zlib.decompress(row.body).decode())
 
@@ -573,16 +725,17 @@ class Store:
     def profile(self, owner: str, *, now: datetime) -> dict[str, Any]:
         """An owner's profile data (empty if none or expired)."""
         with self._tx(readonly=True) as db:
-            row = db.get(Profile, owner)
-            if row is None or row.expires_at <= now:
-                return {}
-            dek = self._dek(db, row.key_id, now)
-            if dek is None:
-                return {}
-            data: dict[str, Any] = crypto.unseal(
-                dek, row.data_ct, table="profiles", row=owner, column="data"
-            )
-            return data
+            return self._profile_data(db.connection(), owner, now)
+
+    def _profile_data(self, conn: Connection, owner: str, now: datetime) -> dict[str, Any]:
+        row = conn.execute(_PROFILE_READ, {"owner": owner, "now": now}).first()
+        if row is None:
+            return {}
+        dek = self.keys.unwrap(row.wrapped, row.key_id, row.kek_id)
+        data: dict[str, Any] = crypto.unseal(
+            dek, row.data_ct, table="profiles", row=owner, column="data"
+        )
+        return data
 
     def _profile_key(self, db: Session, owner: str, now: datetime, expires_at: datetime) -> bytes:
         row = db.get(Profile, owner)

@@ -226,7 +226,8 @@ class Teams:
 
     def members(self, team_id: str, *, now: datetime, role: str | None = None) -> list[MemberInfo]:
         """Active members of a team (optionally of one role)."""
-        with self.store.transaction() as db:
+        # Read-only: it is also read while a press's write transaction is open (alerts).
+        with self.store.transaction(readonly=True) as db:
             query = select(Member).where(
                 Member.team_id == team_id, Member.status == "active", Member.expires_at > now
             )
