@@ -103,15 +103,15 @@ def option_label(tr: Translator, flow: LoadedFlow, step: Step, code: str) -> str
     return _fixed_labels(tr).get(code, code)
 
 
-def prompt(tr: Translator, flow: LoadedFlow, ask: Ask) -> Prompt:
-    """Build the prompt of one ``Ask`` event."""
-    _ = tr.gettext
+def answers(flow: LoadedFlow, ask: Ask) -> tuple[tuple[str, ...], str | None]:
+    """A question's buttons, without rendering any text.
+
+    Returns:
+        The action codes in button order (answers, then Done, Skip, Back), and ``text`` or
+        ``number`` when the answer is typed, else None. A press is checked against these
+        before anything is translated.
+    """
     step = flow.steps[ask.step_id]
-    section = flow.section_of[ask.step_id]
-    title = _t(tr, flow, f"@{section.id}", "title", section.title)
-    header = f"{title} · {tr.number(ask.position)}/{tr.number(ask.total)}"
-    body = step_text(tr, flow, step)
-    labels = _fixed_labels(tr)
     codes: tuple[str, ...] = ()
     typed: str | None = None
     if isinstance(step, InfoStep):
@@ -126,43 +126,64 @@ def prompt(tr: Translator, flow: LoadedFlow, ask: Ask) -> Prompt:
         codes = consent_codes(step)
     elif isinstance(step, ChecklistStep):
         if ask.phase == "note":
-            body += "\n\n" + _("Type a short note, or press Skip.")
             typed = "text"
         else:
             codes = CHECKLIST_CODES
     elif isinstance(step, RiskStep):
-        if ask.phase == "answer":
-            body += "\n\n" + _("How likely is it?")
-            codes = LEVEL_CODES
-        elif ask.phase == "impact":
-            body += "\n\n" + _("How serious would the impact be?")
+        if ask.phase in ("answer", "impact"):
             codes = LEVEL_CODES
         else:
-            body += "\n\n" + _("This risk is medium or high: type how it will be reduced, or Skip.")
             typed = "text"
+    elif isinstance(step, NumberStep):
+        typed = "number"
+    elif isinstance(step, TextStep):
+        typed = "text"
+    if isinstance(step, MultiChoiceStep):
+        codes += (DONE,)
+    if ask.can_skip:
+        codes += (SKIP,)
+    if ask.can_back:
+        codes += (BACK,)
+    return codes, typed
+
+
+def prompt(tr: Translator, flow: LoadedFlow, ask: Ask) -> Prompt:
+    """Build the prompt of one ``Ask`` event."""
+    _ = tr.gettext
+    step = flow.steps[ask.step_id]
+    section = flow.section_of[ask.step_id]
+    title = _t(tr, flow, f"@{section.id}", "title", section.title)
+    header = f"{title} · {tr.number(ask.position)}/{tr.number(ask.total)}"
+    body = step_text(tr, flow, step)
+    codes, typed = answers(flow, ask)
+    # What to type, or which scale a risk's buttons are on.
+    if isinstance(step, ChecklistStep) and ask.phase == "note":
+        body += "\n\n" + _("Type a short note, or press Skip.")
+    elif isinstance(step, RiskStep):
+        if ask.phase == "answer":
+            body += "\n\n" + _("How likely is it?")
+        elif ask.phase == "impact":
+            body += "\n\n" + _("How serious would the impact be?")
+        else:
+            body += "\n\n" + _("This risk is medium or high: type how it will be reduced, or Skip.")
     elif isinstance(step, NumberStep):
         body += "\n\n" + _("Type a number from {low} to {high}.").format(
             low=_number(step.min), high=_number(step.max)
         )
-        typed = "number"
     elif isinstance(step, TextStep):
         body += "\n\n" + _("Type your answer (up to {n} characters).").format(n=step.max_length)
-        typed = "text"
     if step.help and ask.phase == "answer":
         body += "\n\n" + _t(tr, flow, step.id, "help", step.help)
-    actions = [
+    labels = _fixed_labels(tr) | {DONE: _("Done"), SKIP: _("Skip"), BACK: _("Back")}
+    actions = tuple(
         Action(
-            c, option_label(tr, flow, step, c) if c not in labels else labels[c], c in ask.selection
+            c,
+            labels[c] if c in labels else option_label(tr, flow, step, c),
+            c in ask.selection,
         )
         for c in codes
-    ]
-    if isinstance(step, MultiChoiceStep):
-        actions.append(Action(DONE, _("Done")))
-    if ask.can_skip:
-        actions.append(Action(SKIP, _("Skip")))
-    if ask.can_back:
-        actions.append(Action(BACK, _("Back")))
-    return Prompt(header, body, tuple(actions), typed)
+    )
+    return Prompt(header, body, actions, typed)
 
 
 def _number(value: float) -> str:

@@ -371,7 +371,7 @@ class WaymarkBot:
             if found is None or not text:
                 return None
             _, state, flow = found
-            if presenter.prompt(ctx.tr, flow, current_ask(flow, state)).typed is None:
+            if presenter.answers(flow, current_ask(flow, state))[1] is None:
                 return None
             return TextInput(text)
 
@@ -390,7 +390,7 @@ class WaymarkBot:
             await self._send(ctx, ctx.tr.gettext("Send /start to choose a checklist."))
         else:
             _, state, flow = step.found
-            if presenter.prompt(ctx.tr, flow, current_ask(flow, state)).typed is not None:
+            if presenter.answers(flow, current_ask(flow, state))[1] is not None:
                 # The question takes text, so what was declined is empty text.
                 await self._send(ctx, presenter.rejection(ctx.tr, Reason.EMPTY, {}))
             else:
@@ -467,7 +467,7 @@ class WaymarkBot:
         def choose(profile: dict[str, Any], found: Found | None) -> Input | None:
             own, respondent = self._translators(profile, user.language_code)
             seen["ctx"] = Context(owner, chat_id, own, claim, respondent, user.id, profile=profile)
-            seen["verdict"], given = self._verdict(press, owner, found, own)
+            seen["verdict"], given = self._verdict(press, owner, found)
             return given
 
         def work() -> tuple[Lease, Step]:
@@ -507,9 +507,7 @@ class WaymarkBot:
         finally:
             await self._release(held)
 
-    def _verdict(
-        self, press: Any, owner: str, found: Found | None, tr: Translator
-    ) -> tuple[str, Input | None]:
+    def _verdict(self, press: Any, owner: str, found: Found | None) -> tuple[str, Input | None]:
         """What an answer press means: ("apply", input) or a refusal and None."""
         if found is None:
             return "closed", None
@@ -521,22 +519,22 @@ class WaymarkBot:
         index = int(press.fields[1]) if len(press.fields) == 2 and press.fields[1].isdigit() else -1
         if seq != state.seq:
             return "stale", None
-        prompt = presenter.prompt(tr, flow, current_ask(flow, state))
-        if not 0 <= index < len(prompt.actions):
+        codes, _ = presenter.answers(flow, current_ask(flow, state))
+        if not 0 <= index < len(codes):
             return "invalid", None
-        return "apply", self._input_for(prompt, prompt.actions[index], state)
+        return "apply", self._input_for(codes, codes[index], state)
 
     @staticmethod
-    def _input_for(prompt: Prompt, action: Action, state: State) -> Input:
-        if action.code == BACK:
+    def _input_for(codes: tuple[str, ...], code: str, state: State) -> Input:
+        if code == BACK:
             return Back()
-        if action.code == SKIP:
+        if code == SKIP:
             return Skip()
-        if action.code == DONE:
+        if code == DONE:
             return Choice(tuple(state.pending.get("selection", ())))
-        if any(a.code == DONE for a in prompt.actions):
-            return Toggle(action.code)
-        return Choice((action.code,))
+        if DONE in codes:
+            return Toggle(code)
+        return Choice((code,))
 
     # ------------------------------------------------------------------ turns
 
