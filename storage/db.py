@@ -32,6 +32,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         The engine.
     """
     if url.startswith("sqlite"):
+        # LIFO: the connection used last is used next, so its page cache (which SQLite
+        # keeps per connection, valid until another connection writes) is usually warm.
+        kwargs.setdefault("pool_use_lifo", True)
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
         )
@@ -39,6 +42,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     # A worker handles many chats at once, each holding a connection for its chat lock.
     kwargs.setdefault("pool_size", 20)
+    # LIFO keeps the fewest connections busy, so they stay warm (psycopg prepares a
+    # statement on a connection after a few uses) and the idle rest can time out.
+    kwargs.setdefault("pool_use_lifo", True)
     kwargs.setdefault("max_overflow", 40)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 

@@ -215,11 +215,7 @@ class Store:
     def _tx(
         self, *, readonly: bool = False, background: bool = False, lease: Lease | None = None
     ) -> Iterator[Session]:
-        counted = not readonly and not background
-        if counted:
-            with self._writers_lock:
-                self._writers += 1
-        try:
+        with self._mapped_errors(counted=not readonly and not background):
             if lease is not None and lease.connection is not None:
                 # The connection that holds the chat's lock carries the transaction too.
                 with Session(bind=lease.connection, expire_on_commit=False) as db, db.begin():
@@ -227,6 +223,25 @@ class Store:
             else:
                 with (self._readers if readonly else self._sessions).begin() as db:
                     yield db
+
+    @contextmanager
+    def _core_tx(self, lease: Lease | None = None) -> Iterator[Connection]:
+        """A write transaction on a plain connection: the hot path's, without ORM bookkeeping."""
+        with self._mapped_errors(counted=True):
+            if lease is not None and lease.connection is not None:
+                with lease.connection.begin():
+                    yield lease.connection
+            else:
+                with self.engine.begin() as conn:
+                    yield conn
+
+    @contextmanager
+    def _mapped_errors(self, *, counted: bool) -> Iterator[None]:
+        if counted:
+            with self._writers_lock:
+                self._writers += 1
+        try:
+            yield
         except IntegrityError as exc:
             if "processed_updates" in str(exc) or "pk_processed_updates" in str(exc):
                 raise Duplicate("this update was applied already") from None
@@ -418,13 +433,12 @@ class Store:
             Duplicate: ``claim`` was claimed before; nothing was written.
         """
         plan = StepPlan(state, status, answers, claim, writes)
-        with self._tx() as db:
-            conn = db.connection()
+        with self._core_tx() as conn:
             row = conn.execute(_SESSION_FOR_UPDATE, {"id": session_id, "now": now}).first()
             if row is None or row.version != expected_version:
                 raise Conflict(f"session {session_id} changed or expired")
             record, dek = self._record(row)
-            return self._write_step(db, record, dek, plan, now)
+            return self._write_step(conn, record, dek, plan, now)
 
     def step(
         self,
@@ -455,21 +469,18 @@ class Store:
             Conflict: The session changed meanwhile; nothing was written.
             Duplicate: The plan's claim was claimed before; nothing was written.
         """
-        with self._tx(lease=lease) as db:
-            conn = db.connection()
-            params = {"owner": owner, "now": now}
+        with self._core_tx(lease) as conn:
             profile = self._profile_data(conn, owner, now)
-            row = conn.execute(_ACTIVE_FOR_UPDATE, params).first()
+            row = conn.execute(_ACTIVE_FOR_UPDATE, {"owner": owner, "now": now}).first()
             record, dek = self._record(row) if row is not None else (None, b"")
             result, plan = decide(profile, record)
             if plan is not None and record is not None:
-                self._write_step(db, record, dek, plan, now)
+                self._write_step(conn, record, dek, plan, now)
             return result
 
     def _write_step(
-        self, db: Session, record: SessionRecord, dek: bytes, plan: StepPlan, now: datetime
+        self, conn: Connection, record: SessionRecord, dek: bytes, plan: StepPlan, now: datetime
     ) -> int:
-        conn = db.connection()
         if plan.claim is not None:
             # First: a duplicate update fails here, before anything else is written.
             conn.execute(_CLAIM, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
@@ -510,8 +521,16 @@ class Store:
                     "expires_at": record.expires_at,
                 },
             )
-        for write in plan.writes:
-            write(db)
+        writes = list(plan.writes)
+        if writes:
+            # Alerts and counts are written through the ORM, in a savepoint of this same
+            # transaction (only when a flow ends, so the hot path stays plain).
+            with Session(
+                bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+            ) as db:
+                for write in writes:
+                    write(db)
+                db.commit()
         return version
 
     def answers(self, session_id: str, *, now: datetime) -> dict[str, Any]:
