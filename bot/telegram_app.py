@@ -264,9 +264,9 @@ class WaymarkBot:
             except Duplicate:
                 log.info("duplicate update ignored (owner %s…)", owner[:6])
 
-    def _lease(self, chat_id: int) -> Lease:
+    def _lease(self, chat_id: int, *, lazy: bool = False) -> Lease:
         """The chat's lock across workers (PostgreSQL advisory lock; inert on SQLite)."""
-        return lease(self.store.engine, f"chat:{self.owner_of(chat_id)}")
+        return lease(self.store.engine, f"chat:{self.owner_of(chat_id)}", lazy=lazy)
 
     def _enter(self, chat_id: int, owner: str, user_id: int, language_code: str | None) -> Context:
         """Take the chat's lock and look up the person, in one trip to the database thread."""
@@ -471,7 +471,8 @@ class WaymarkBot:
             return given
 
         def work() -> tuple[Lease, Step]:
-            held = self._lease(chat_id)
+            # Lazy: the lock is the first statement of the press's one transaction.
+            held = self._lease(chat_id, lazy=True)
             try:
                 return held, self.service.step(owner, choose, claim=claim, lease=held)
             except BaseException:

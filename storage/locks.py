@@ -21,22 +21,6 @@ def _key(name: str) -> int:
 
 
 @contextmanager
-def exclusive(engine: Engine, name: str) -> Iterator[None]:
-    """Hold a cross-process lock named ``name`` (blocking) for the duration of the block."""
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _key(name)})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _key(name)})
-            conn.commit()
-
-
-@contextmanager
 def try_exclusive(engine: Engine, name: str) -> Iterator[bool]:
     """Try to take the lock without waiting; yields whether this process holds it."""
     if engine.dialect.name != "postgresql":
@@ -60,16 +44,33 @@ class Lease:
 
     On PostgreSQL the lock is a session-level advisory lock, so it lives as long as its
     connection, across transactions: the same connection then carries the update's own
-    transaction (``Store.step(lease=…)``), which saves a pool checkout and a round trip per
-    update. On SQLite a lease is inert (one process; writes are already exclusive).
+    transaction (``Store.step(lease=…)``), which saves a pool checkout per update. A lazy
+    lease takes the lock as the first statement of that transaction, and the release runs
+    in autocommit mode: a press then pays one extra statement for its lock and one for its
+    release, not two transactions. On SQLite a lease is inert (one process; writes are
+    already exclusive).
 
     Attributes:
-        connection: The connection holding the lock, or None when there is no lock.
+        connection: The connection holding (or about to hold) the lock, or None when there
+            is no lock.
     """
 
     def __init__(self, connection: Connection | None, key: int | None) -> None:
         self.connection = connection
         self._key = key
+        self.held = connection is None
+
+    def hold(self) -> None:
+        """Take the lock now, inside the connection's open transaction (lazy leases).
+
+        The lock is session-level: it outlives the transaction, until ``release``. Under
+        PostgreSQL's default READ COMMITTED each later statement sees what the previous
+        holder committed, even though this transaction began before the lock was granted.
+        """
+        if self.held or self.connection is None:
+            return
+        self.connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        self.held = True
 
     def release(self) -> None:
         """Unlock and give the connection back to the pool (idempotent)."""
@@ -79,8 +80,8 @@ class Lease:
         try:
             if conn.in_transaction():
                 conn.rollback()
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-            conn.commit()
+            if self.held:
+                _autocommit(conn, "SELECT pg_advisory_unlock(%s)", self._key)
         except BaseException:
             # The pool would keep a session-level lock alive on a pooled connection:
             # discard the connection instead, which ends the database session and its lock.
@@ -90,16 +91,40 @@ class Lease:
             conn.close()
 
 
-def lease(engine: Engine, name: str) -> Lease:
-    """Take the lock named ``name`` (blocking) on a connection of its own; see ``Lease``."""
+def lease(engine: Engine, name: str, *, lazy: bool = False) -> Lease:
+    """The lock named ``name`` on a connection of its own; see ``Lease``.
+
+    Args:
+        engine: The engine.
+        name: The lock's name.
+        lazy: Take the lock with the first transaction on the connection (``Lease.hold``)
+            instead of now.
+    """
     if engine.dialect.name != "postgresql":
         return Lease(None, None)
     key = _key(name)
     conn = engine.connect()
+    held = Lease(conn, key)
+    if lazy:
+        return held
     try:
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        conn.commit()
+        _autocommit(conn, "SELECT pg_advisory_lock(%s)", key)
     except BaseException:
+        conn.invalidate()
         conn.close()
         raise
-    return Lease(conn, key)
+    held.held = True
+    return held
+
+
+def _autocommit(conn: Connection, sql: str, key: int | None) -> None:
+    # One statement outside any transaction, straight on the driver's connection: no BEGIN
+    # and COMMIT round trips around a lock call. The connection is idle here, which is
+    # when psycopg allows switching autocommit.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.autocommit = True
+    try:
+        driver.execute(sql, (key,))
+    finally:
+        driver.autocommit = False

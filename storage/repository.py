@@ -212,24 +212,22 @@ class Store:
         self._writers_lock = threading.Lock()
 
     @contextmanager
-    def _tx(
-        self, *, readonly: bool = False, background: bool = False, lease: Lease | None = None
-    ) -> Iterator[Session]:
-        with self._mapped_errors(counted=not readonly and not background):
-            if lease is not None and lease.connection is not None:
-                # The connection that holds the chat's lock carries the transaction too.
-                with Session(bind=lease.connection, expire_on_commit=False) as db, db.begin():
-                    yield db
-            else:
-                with (self._readers if readonly else self._sessions).begin() as db:
-                    yield db
+    def _tx(self, *, readonly: bool = False, background: bool = False) -> Iterator[Session]:
+        with (
+            self._mapped_errors(counted=not readonly and not background),
+            (self._readers if readonly else self._sessions).begin() as db,
+        ):
+            yield db
 
     @contextmanager
     def _core_tx(self, lease: Lease | None = None) -> Iterator[Connection]:
         """A write transaction on a plain connection: the hot path's, without ORM bookkeeping."""
         with self._mapped_errors(counted=True):
             if lease is not None and lease.connection is not None:
+                # The connection that holds (or will hold) the chat's lock carries the
+                # transaction too; a lazy lease takes its lock as the first statement.
                 with lease.connection.begin():
+                    lease.hold()
                     yield lease.connection
             else:
                 with self.engine.begin() as conn:
