@@ -6,6 +6,12 @@ bot answers every button press with the same inline keyboard (answerCallbackQuer
 editMessageText), which is the floor any PTB bot pays. The two alternate in one invocation,
 so machine noise hits both alike; compare the ratio, not the absolute numbers.
 
+The fake runs in a child process (``python -m tests.fakes.telegram_api``): in this process
+its request threads and spec checks would share the GIL with the bots and cap the bare bot
+itself. The driver does not ask the fake what the bot showed either: it reads the bot's own
+API responses (recorded raw by the bots' HTTP request object, parsed after each timed
+press) and builds each update as Telegram would send it.
+
     .venv/bin/python bench/per_update.py [--db sqlite|postgres] [--users 1,50,500] [--rounds 2]
 """
 
@@ -13,11 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +41,220 @@ os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, ApplicationBuilder, TypeHandler
+from telegram.request import HTTPXRequest, RequestData
 
 from bot.runtime import open_runtime
 from bot.settings import Settings
 from bot.telegram_app import build_application
-from tests.fakes.telegram_api import FakeBotAPI
+from tests.fakes.telegram_api import CONTROL_PREFIX, BotApiSpec, utf16_len
 
 TOKEN = "123456:BENCH"
 PRESSES_PER_USER = {1: 60, 50: 6, 500: 2}
+# ApplicationBuilder's default connection pool for bot calls: both bots get exactly it.
+POOL_SIZE = 256
+# User messages get ids from their own range: the fake numbers the bot's messages from 1 in
+# each chat and never sees the messages the driver builds, so ids stay unique per chat.
+USER_MESSAGE_IDS = 1_000_000_000
+MENU_BUTTON = "Red-flag observation"
+ENDED = "does not identify"
+
+JSON = dict[str, Any]
+AnyApp = Application[Any, Any, Any, Any, Any, Any]
 
 
-def bare_app(fake: FakeBotAPI) -> Application[Any, Any, Any, Any, Any, Any]:
+class FakeProcess:
+    """The fake Bot API in a child process; it stops when this process closes its stdin."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.telegram_api", "--port", "0"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"fake Bot API did not start (exit {self._proc.wait()})")
+        self.port = int(json.loads(line)["port"])
+        self.base_url = f"http://127.0.0.1:{self.port}/bot"
+        self.base_file_url = f"http://127.0.0.1:{self.port}/file/bot"
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def control(self, name: str, *, post: bool = False) -> Any:
+        url = f"http://127.0.0.1:{self.port}{CONTROL_PREFIX}{name}"
+        with self._opener.open(url, data=b"" if post else None, timeout=30) as response:
+            return json.load(response)
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+class RecordingRequest(HTTPXRequest):
+    """HTTPXRequest that keeps every call's raw answer for the driver.
+
+    Inside the timed section it only appends a tuple; the driver parses the JSON after the
+    clock stops (:meth:`Chats.drain`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(connection_pool_size=POOL_SIZE)
+        self.calls: list[tuple[str, RequestData | None, int, bytes]] = []
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = HTTPXRequest.DEFAULT_NONE,
+        write_timeout: Any = HTTPXRequest.DEFAULT_NONE,
+        connect_timeout: Any = HTTPXRequest.DEFAULT_NONE,
+        pool_timeout: Any = HTTPXRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        code, payload = await super().do_request(
+            url, method, request_data, read_timeout, write_timeout, connect_timeout, pool_timeout
+        )
+        self.calls.append((url, request_data, code, payload))
+        return code, payload
+
+
+class Chats:
+    """What the bot shows in each chat, learnt only from its own API responses."""
+
+    def __init__(self, request: RecordingRequest) -> None:
+        self.request = request
+        self.messages: dict[int, dict[int, JSON]] = {}
+        self.errors: list[str] = []
+
+    def drain(self) -> None:
+        """Parse the calls recorded since the last drain (one event-loop step: no races)."""
+        calls, self.request.calls = self.request.calls, []
+        for url, request_data, code, payload in calls:
+            method = url.rsplit("/", 1)[-1]
+            answer = json.loads(payload)
+            if not answer.get("ok"):
+                self.errors.append(f"{method}: HTTP {code}: {answer.get('description')}")
+                continue
+            result = answer["result"]
+            if isinstance(result, dict) and "message_id" in result and "chat" in result:
+                # A sent or edited message, whole, as Telegram stores it: the next press carries it.
+                chat = self.messages.setdefault(result["chat"]["id"], {})
+                chat[result["message_id"]] = result
+            elif method in ("deleteMessage", "deleteMessages") and request_data is not None:
+                params = request_data.parameters
+                ids = params.get("message_ids") or [params.get("message_id")]
+                chat = self.messages.get(int(str(params["chat_id"])), {})
+                for message_id in ids if isinstance(ids, list) else []:
+                    chat.pop(message_id, None)
+
+    def last(self, chat_id: int) -> JSON | None:
+        """The bot's most recent live message in the chat, like FakeBotAPI.last_message."""
+        chat = self.messages.get(chat_id)
+        return chat[max(chat)] if chat else None
+
+    def last_keyboard(self, chat_id: int) -> JSON | None:
+        """The most recent message with an inline keyboard, like FakeBotAPI.press_button."""
+        chat = self.messages.get(chat_id, {})
+        return next((chat[i] for i in sorted(chat, reverse=True) if buttons(chat[i])), None)
+
+
+def buttons(message: JSON | None) -> list[JSON]:
+    rows = ((message or {}).get("reply_markup") or {}).get("inline_keyboard") or []
+    return [button for row in rows for button in row]
+
+
+def pressable(message: JSON | None) -> bool:
+    """A flow goes on while its last message has buttons and is not the outcome."""
+    return bool(buttons(message)) and ENDED not in (message or {}).get("text", "")
+
+
+class Updates:
+    """Builds updates in the shapes FakeBotAPI.user_text and FakeBotAPI.press inject."""
+
+    # One sequence for the whole invocation: update ids never repeat, as with one fake.
+    _update_ids = itertools.count(1)
+    _user_message_ids = itertools.count(USER_MESSAGE_IDS)
+
+    def __init__(self, fake: FakeProcess) -> None:
+        self.fake = fake
+        self._callback_ids: list[str] = []
+        self.built: list[JSON] = []
+
+    def reserve(self, count: int) -> None:
+        """Have the fake accept ``count`` more callback query ids (before the clock starts)."""
+        ids = self.fake.control(f"callback_ids?count={count}", post=True)["ids"]
+        self._callback_ids.extend(reversed(ids))
+
+    @staticmethod
+    def _user(chat_id: int) -> JSON:
+        return {"id": chat_id, "is_bot": False, "first_name": "Test", "language_code": "en"}
+
+    def _update(self, body: JSON) -> JSON:
+        update = {"update_id": next(self._update_ids), **body}
+        self.built.append(update)
+        return update
+
+    def text(self, chat_id: int, text: str) -> JSON:
+        message: JSON = {
+            "message_id": next(self._user_message_ids),
+            "from": self._user(chat_id),
+            "chat": {"id": chat_id, "type": "private", "first_name": "Test"},
+            "date": int(time.time()),
+            "text": text,
+        }
+        if text.startswith("/"):
+            command = text.split(maxsplit=1)[0]
+            message["entities"] = [
+                {"type": "bot_command", "offset": 0, "length": utf16_len(command)}
+            ]
+        return self._update({"message": message})
+
+    def press(self, chat_id: int, message: JSON, data: str) -> JSON:
+        if not self._callback_ids:
+            self.reserve(1000)  # only if the estimate in press_loop fell short
+        return self._update(
+            {
+                "callback_query": {
+                    "id": self._callback_ids.pop(),
+                    "from": self._user(chat_id),
+                    # The message as it is now, with its keyboard and edit_date, like Telegram.
+                    "message": message,
+                    "chat_instance": str(-(abs(chat_id) * 7919 + 17)),
+                    "data": data,
+                }
+            }
+        )
+
+
+class Harness:
+    """One bot under test with the driver's view of its chats."""
+
+    def __init__(self, app: AnyApp, request: RecordingRequest, updates: Updates) -> None:
+        self.app = app
+        self.chats = Chats(request)
+        self.updates = updates
+
+    async def feed(self, update: JSON) -> None:
+        """Untimed: process one update and learn what the bot answered."""
+        await self.app.process_update(Update.de_json(update, self.app.bot))
+        self.chats.drain()
+
+    async def press_button(self, chat_id: int, text: str) -> None:
+        message = self.chats.last_keyboard(chat_id)
+        button = next((b for b in buttons(message) if b.get("text") == text), None)
+        if message is None or button is None:
+            raise SystemExit(f"chat {chat_id}: no button {text!r} on {message!r}")
+        await self.feed(self.updates.press(chat_id, message, button["callback_data"]))
+
+
+def bare_app(fake: FakeProcess, request: RecordingRequest) -> AnyApp:
     keyboard = InlineKeyboardMarkup(
         [
             [
@@ -66,6 +280,7 @@ def bare_app(fake: FakeBotAPI) -> Application[Any, Any, Any, Any, Any, Any]:
         .token(TOKEN)
         .base_url(fake.base_url)
         .base_file_url(fake.base_file_url)
+        .request(request)
         .concurrent_updates(True)
         .updater(None)
         .build()
@@ -74,9 +289,12 @@ def bare_app(fake: FakeBotAPI) -> Application[Any, Any, Any, Any, Any, Any]:
     return app
 
 
+Result = tuple[list[float], float, dict[str, float]]
+
+
 async def run_waymark(
-    fake: FakeBotAPI, users: int, db_url: str | None, tmp: Path
-) -> tuple[list[float], float]:
+    fake: FakeProcess, updates: Updates, users: int, db_url: str | None, tmp: Path
+) -> Result:
     settings = Settings(
         bot_token=TOKEN,
         telegram_base_url=fake.base_url,
@@ -89,76 +307,123 @@ async def run_waymark(
     # Like the bare bot, without the rate limiter: it caps a deployed bot at Telegram's own
     # ~30 messages a second, which would hide what the update costs.
     app, bot = build_application(runtime, rate_limit=False)
+    # build_application takes no request object, so the recording one replaces the one the
+    # builder made (the same class and pool size) before the bot opens any connection.
+    request = RecordingRequest()
+    with app.bot._unfrozen():
+        app.bot._request = (app.bot._request[0], request)
     async with app:
         bot.runtime_bot = app.bot
+        harness = Harness(app, request, updates)
+        harness.chats.drain()
         ids = list(range(10_000 + users * 1000, 10_000 + users * 1000 + users))
 
-        # Start each user's screening (untimed): /screen, then the menu button.
         async def start(user: int) -> None:
             # Untimed: /screen, then the menu button.
-            fake.user_text(user, "/screen", user_id=user)
-            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
-            fake.press_button(user, "Red-flag observation", user_id=user)
-            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
+            await harness.feed(updates.text(user, "/screen"))
+            await harness.press_button(user, MENU_BUTTON)
 
         for user in ids:
             await start(user)
-        result = await press_loop(app, fake, ids, PRESSES_PER_USER[users], start)
+        result = await press_loop(harness, fake, ids, PRESSES_PER_USER[users], start)
     runtime.close()
     return result
 
 
-async def run_bare(fake: FakeBotAPI, users: int) -> tuple[list[float], float]:
-    app = bare_app(fake)
+async def run_bare(fake: FakeProcess, updates: Updates, users: int) -> Result:
+    request = RecordingRequest()
+    app = bare_app(fake, request)
     async with app:
+        harness = Harness(app, request, updates)
+        harness.chats.drain()
         ids = list(range(900_000 + users * 1000, 900_000 + users * 1000 + users))
 
         async def start(user: int) -> None:
-            fake.user_text(user, "/start", user_id=user)
-            await app.process_update(Update.de_json(fake.take_updates()[-1], app.bot))
+            await harness.feed(updates.text(user, "/start"))
 
         for user in ids:
             await start(user)
-        return await press_loop(app, fake, ids, PRESSES_PER_USER[users], start)
+        return await press_loop(harness, fake, ids, PRESSES_PER_USER[users], start)
 
 
 async def press_loop(
-    app: Any, fake: FakeBotAPI, ids: list[int], presses: int, restart: Any
-) -> tuple[list[float], float]:
+    harness: Harness,
+    fake: FakeProcess,
+    ids: list[int],
+    presses: int,
+    restart: Callable[[int], Awaitable[None]],
+) -> Result:
     """All users at once, each pressing the first button of its latest message ``presses``
-    times; only ``process_update`` of the press is timed. A finished flow restarts untimed."""
+    times; only parsing and processing the press are timed. A finished flow restarts untimed."""
+    app, chats, updates = harness.app, harness.chats, harness.updates
+    # Enough ids for every press and a menu press per restart, so that no call to the fake
+    # for more falls inside the wall-clock window.
+    updates.reserve(2 * len(ids) * presses + len(ids))
     latencies: list[float] = []
 
     async def user_loop(user: int) -> None:
         for _ in range(presses):
-            last = fake.last_message(user)
-            if last is None or not last.get("reply_markup") or "does not identify" in last["text"]:
+            last = chats.last(user)
+            if not pressable(last):
                 await restart(user)
-                last = fake.last_message(user)
-            assert last is not None
-            data = last["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-            fake.press(user, last["message_id"], data, user_id=user)
-            update = fake.take_updates()[-1]
+                last = chats.last(user)
+            if last is None or not pressable(last):
+                raise SystemExit(f"chat {user}: nothing to press after a restart: {last!r}")
+            update = updates.press(user, last, buttons(last)[0]["callback_data"])
             started = time.perf_counter()
             # Through the application's own update processor, as its update fetcher does:
             # its concurrency limit applies, and waiting for a slot counts as latency.
             parsed = Update.de_json(update, app.bot)
             await app.update_processor.process_update(parsed, app.process_update(parsed))
             latencies.append(time.perf_counter() - started)
+            chats.drain()
 
+    fake_before = fake.control("stats")
+    cpu = time.process_time()
     wall = time.perf_counter()
     await asyncio.gather(*(user_loop(u) for u in ids))
-    return latencies, time.perf_counter() - wall
+    wall = time.perf_counter() - wall
+    cpu = time.process_time() - cpu
+    fake_after = fake.control("stats")
+    if chats.errors:
+        raise SystemExit(
+            f"the Bot API answered {len(chats.errors)} calls with an error, e.g. {chats.errors[:3]}"
+        )
+    load = {
+        "cpu": 100 * cpu / wall,
+        "fake_cpu": 100 * (fake_after["cpu_s"] - fake_before["cpu_s"]) / wall,
+        "fake_threads": fake_after["threads"],
+    }
+    return latencies, wall, load
 
 
-def summary(latencies: list[float], wall: float) -> dict[str, float]:
+def summary(result: Result) -> dict[str, float]:
+    latencies, wall, load = result
     ordered = sorted(latencies)
     return {
         "updates": len(ordered),
         "per_s": len(ordered) / wall,
         "median_ms": 1000 * statistics.median(ordered),
         "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        **load,
     }
+
+
+def check_updates(spec: BotApiSpec, updates: Updates) -> None:
+    """The updates the driver built must be ones Telegram could send (as FakeBotAPI.inject
+    checks them); checked after the clock stops."""
+    for update in updates.built:
+        problems = spec.check_value(update, ["Update"], "update")
+        if problems:
+            raise SystemExit(f"the driver built an update against the spec: {problems}")
+    updates.built.clear()
+
+
+def check_violations(fake: FakeProcess) -> None:
+    violations = fake.control("violations")["violations"]
+    if violations:
+        listing = "\n".join(f"  - {v}" for v in violations[:20])
+        raise SystemExit(f"the fake Bot API recorded {len(violations)} violations:\n{listing}")
 
 
 async def main() -> None:
@@ -173,32 +438,50 @@ async def main() -> None:
         ),
     )
     args = parser.parse_args()
+    spec = BotApiSpec.load()
     print(
         f"# per-update benchmark, db={args.db}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    print("| users | bot | updates | updates/s | median ms | p99 ms | ratio (median) |")
-    print("|---|---|---|---|---|---|---|")
-    with FakeBotAPI.running() as fake:
+    # CPU columns: percent of one core over the press loop's wall time, for this process
+    # (bots, driver, database threads) and for the fake's; near 100% here means this process,
+    # not the fake, is what limits the rate.
+    print(
+        "| users | bot | updates | updates/s | median ms | p99 ms | ratio (median) "
+        "| bench CPU | fake CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    fake = FakeProcess()
+    try:
+        updates = Updates(fake)
         for users in [int(u) for u in args.users.split(",")]:
             results: dict[str, list[dict[str, float]]] = {"bare": [], "waymark": []}
             for _ in range(args.rounds):
-                lat, wall = await run_bare(fake, users)
-                results["bare"].append(summary(lat, wall))
+                results["bare"].append(summary(await run_bare(fake, updates, users)))
                 with tempfile.TemporaryDirectory() as tmp:
                     db_url = None
                     if args.db == "postgres":
                         db_url = fresh_schema(args.pg_url)
-                    lat, wall = await run_waymark(fake, users, db_url, Path(tmp))
-                    results["waymark"].append(summary(lat, wall))
+                    result = await run_waymark(fake, updates, users, db_url, Path(tmp))
+                    results["waymark"].append(summary(result))
+                check_updates(spec, updates)
             best = {k: min(v, key=lambda r: r["median_ms"]) for k, v in results.items()}
             for name in ("bare", "waymark"):
                 r = best[name]
                 ratio = r["median_ms"] / best["bare"]["median_ms"]
                 print(
                     f"| {users} | {name} | {int(r['updates'])} | {r['per_s']:.0f} | "
-                    f"{r['median_ms']:.1f} | {r['p99_ms']:.1f} | {ratio:.2f}× |"
+                    f"{r['median_ms']:.1f} | {r['p99_ms']:.1f} | {ratio:.2f}× | "
+                    f"{r['cpu']:.0f}% | {r['fake_cpu']:.0f}% |",
+                    flush=True,
                 )
-            fake.violations.clear()
+                print(
+                    f"  {users} {name}: fake threads after the loop {int(r['fake_threads'])}",
+                    file=sys.stderr,
+                )
+            # Loudly: a rejected request means the bot ran an error path, not the measured one.
+            check_violations(fake)
+    finally:
+        fake.close()
 
 
 def fresh_schema(base: str) -> str:

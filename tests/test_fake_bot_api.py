@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +26,20 @@ from telegram.ext import (
 )
 
 from tests.fakes import telegram_api
-from tests.fakes.telegram_api import MEDIA_KINDS, FakeBotAPI, clear_proxy_env, parse_formatted
+from tests.fakes.telegram_api import (
+    CONTROL_PREFIX,
+    MEDIA_KINDS,
+    FakeBotAPI,
+    clear_proxy_env,
+    parse_formatted,
+)
 
 # Re-exported so pytest finds the fixture (an import would trip ruff's F811 on the parameters).
 fake_bot_api = telegram_api.fake_bot_api
 pytestmark = pytest.mark.e2e
 
 AnyApp = Application[Any, Any, Any, Any, Any, Any]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -346,6 +356,71 @@ def test_running_context_manager_and_token_check() -> None:
         info.value.close()
         assert info.value.code == 401
         assert fake.violations == ["getMe: bad bot token '999:XYZ' (expected '123456:...')"]
+
+
+def test_control_endpoints_answer_only_when_enabled() -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with FakeBotAPI.running() as fake:
+        # Off by default: an unknown path, answered and recorded like any other.
+        with pytest.raises(urllib.error.HTTPError) as info:
+            opener.open(f"http://127.0.0.1:{fake.port}{CONTROL_PREFIX}violations")
+        info.value.close()
+        assert info.value.code == 404
+        assert fake.violations == [
+            "GET /_fake/violations: not a Bot API path (expected /bot<token>/<method>)"
+        ]
+    fake = FakeBotAPI(control=True).start()
+    try:
+        control = f"http://127.0.0.1:{fake.port}{CONTROL_PREFIX}"
+        with opener.open(f"{control}callback_ids?count=2", data=b"") as response:
+            ids = json.load(response)["ids"]
+        assert len(ids) == 2
+        for query_id in ids:  # accepted although no press() created them
+            request = urllib.request.Request(
+                f"{fake.base_url}123456:ABC/answerCallbackQuery",
+                data=json.dumps({"callback_query_id": query_id}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with opener.open(request) as response:
+                assert json.load(response)["result"] is True
+        with pytest.raises(urllib.error.HTTPError) as info:
+            opener.open(f"{control}nothing-here")
+        info.value.close()
+        assert info.value.code == 404
+        with opener.open(f"{control}violations") as response:
+            assert json.load(response)["violations"] == [
+                "GET /_fake/nothing-here: not a Bot API path (expected /bot<token>/<method>)"
+            ]
+        with opener.open(f"{control}stats") as response:
+            stats = json.load(response)
+        assert stats["calls"] == 2
+        assert stats["cpu_s"] > 0
+    finally:
+        fake.stop()
+
+
+def test_serve_runs_the_fake_in_a_child_process_until_stdin_closes() -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.telegram_api", "--port", "0"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        port = json.loads(child.stdout.readline())["port"]
+        with opener.open(f"http://127.0.0.1:{port}/bot123456:ABC/getMe", data=b"") as response:
+            assert json.load(response)["result"]["username"] == "waymark_test_bot"
+        with opener.open(f"http://127.0.0.1:{port}{CONTROL_PREFIX}violations") as response:
+            assert json.load(response) == {"violations": []}
+        child.stdin.close()
+        assert child.wait(timeout=10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def test_parse_formatted_html_offsets_are_utf16() -> None:

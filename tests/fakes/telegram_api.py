@@ -9,6 +9,11 @@ project root): unknown methods and fields, missing required fields, value types
 is wrong is recorded in :attr:`FakeBotAPI.violations` and answered with HTTP 400;
 the :func:`fake_bot_api` fixture fails the test at teardown when any were recorded.
 
+Benchmarks run it in a separate process instead (``python -m tests.fakes.telegram_api``,
+see :func:`serve`), so its request handling does not compete with the bot under test for
+one interpreter's GIL; there, a few control endpoints under ``/_fake/`` replace the Python
+calls (violations, CPU time, callback query ids for updates the driver builds itself).
+
 Normal API errors that a correct bot must cope with (``message to edit not
 found``, ``message is not modified``, injected 429/5xx faults, an unreachable
 server) are *not* violations: they are answered like Telegram answers them.
@@ -21,6 +26,7 @@ visible text after applying ``parse_mode`` and trimming surrounding whitespace.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import copy
@@ -32,6 +38,7 @@ import math
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -48,6 +55,7 @@ import pytest
 __all__ = [
     "BOT_ID",
     "BOT_USER",
+    "CONTROL_PREFIX",
     "SPEC_ENV",
     "BotApiSpec",
     "FakeBotAPI",
@@ -57,6 +65,7 @@ __all__ = [
     "default_spec_path",
     "fake_bot_api",
     "parse_formatted",
+    "serve",
     "utf16_len",
 ]
 
@@ -95,6 +104,8 @@ CHAT_ACTIONS: Final = frozenset(
 )
 MEDIA_KINDS: Final = ("photo", "voice", "sticker", "document", "location", "video")
 _PROXY_VARS: Final = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+# Control endpoints of a fake started with control=True (the separate process of serve()).
+CONTROL_PREFIX: Final = "/_fake/"
 # Long polls are capped so a test never waits long for an empty getUpdates to return.
 _POLL_BLOCK_CAP: Final = 0.5
 _NOT_MODIFIED: Final = (
@@ -1057,9 +1068,9 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     daemon_threads = True
 
-    def __init__(self, fake: FakeBotAPI) -> None:
+    def __init__(self, fake: FakeBotAPI, port: int) -> None:
         self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore client disconnects; real faults are recorded as violations."""
@@ -1123,6 +1134,9 @@ class FakeBotAPI:
 
     Args:
         spec_path: ``api.json`` to validate against; :func:`default_spec_path` by default.
+        control: Also answer the control endpoints under :data:`CONTROL_PREFIX` (for a fake
+            in another process, see :func:`serve`). Off by default: then those paths are
+            unknown paths like any other (a violation and 404, as Telegram answers them).
 
     Attributes:
         violations: Problems a real Telegram would reject, one line each.
@@ -1132,8 +1146,9 @@ class FakeBotAPI:
         commands: Commands set via ``setMyCommands``, keyed by ``(scope JSON, language)``.
     """
 
-    def __init__(self, spec_path: Path | None = None) -> None:
+    def __init__(self, spec_path: Path | None = None, *, control: bool = False) -> None:
         self.spec = BotApiSpec.load(spec_path)
+        self._control = control
         self.violations: list[str] = []
         self.calls: list[tuple[str, JSON]] = []
         self.left_chats: list[int | str] = []
@@ -1184,8 +1199,11 @@ class FakeBotAPI:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self) -> FakeBotAPI:
-        """Start serving on an ephemeral port in a daemon thread.
+    def start(self, port: int = 0) -> FakeBotAPI:
+        """Start serving on 127.0.0.1 in a daemon thread.
+
+        Args:
+            port: TCP port; 0 (the default) picks a free ephemeral one.
 
         Returns:
             ``self``, for chaining.
@@ -1193,7 +1211,7 @@ class FakeBotAPI:
         if self._server is not None:
             return self
         self._stopping = False
-        self._server = _Server(self)
+        self._server = _Server(self, port)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -1604,6 +1622,25 @@ class FakeBotAPI:
             update_id=update_id,
         )
 
+    def reserve_callback_queries(self, count: int) -> list[str]:
+        """Return ``count`` fresh callback query ids that ``answerCallbackQuery`` accepts.
+
+        For a driver that builds callback_query updates itself instead of calling
+        :meth:`press` (the fake in another process, where it cannot see them).
+
+        Args:
+            count: How many ids.
+
+        Returns:
+            The ids, in the form :meth:`press` uses.
+        """
+        with self._cond:
+            first = self._next_callback
+            self._next_callback += count
+            ids = [str(first + i) for i in range(count)]
+            self._callback_ids.update(ids)
+        return ids
+
     def take_updates(self) -> list[JSON]:
         """Remove and return the queued updates (to deliver them by webhook instead).
 
@@ -1760,14 +1797,18 @@ class FakeBotAPI:
     def _handle_http(
         self, verb: str, raw_path: str, headers: Mapping[str, str], body: bytes
     ) -> _Response | None:
+        url = urllib.parse.urlsplit(raw_path)
+        path = urllib.parse.unquote(url.path)
+        if self._control and path.startswith(CONTROL_PREFIX):
+            control = self._handle_control(verb, path.removeprefix(CONTROL_PREFIX), url.query)
+            if control is not None:
+                return control
         with self._cond:
             until = self._unreachable_until
             if until is not None and time.monotonic() >= until:
                 self._unreachable_until = until = None
         if until is not None:
             return None
-        url = urllib.parse.urlsplit(raw_path)
-        path = urllib.parse.unquote(url.path)
         if path.startswith("/file/bot"):
             return self._serve_file(path)
         match = re.fullmatch(r"/bot([^/]*)/([^/]+)", path)
@@ -1790,6 +1831,31 @@ class FakeBotAPI:
                 with self._cond:
                     self._inflight -= 1
                     self._last_activity = time.monotonic()
+
+    def _handle_control(self, verb: str, name: str, query: str) -> _Response | None:
+        """Answer a control request, or ``None`` for an unknown one (a Bot API 404 then)."""
+        if verb == "GET" and name == "violations":
+            with self._cond:
+                return _json_response(200, {"violations": list(self.violations)})
+        if verb == "GET" and name == "stats":
+            with self._cond:
+                calls, connections = len(self.calls), len(self._connections)
+            return _json_response(
+                200,
+                {
+                    # The client cannot see this process's CPU use any other portable way.
+                    "cpu_s": time.process_time(),
+                    "threads": threading.active_count(),
+                    "connections": connections,
+                    "calls": calls,
+                },
+            )
+        if verb == "POST" and name == "callback_ids":
+            count = dict(urllib.parse.parse_qsl(query)).get("count", "1")
+            if not count.isdigit():
+                return _error_response(400, f"Bad Request: count must be a number, not {count!r}")
+            return _json_response(200, {"ids": self.reserve_callback_queries(int(count))})
+        return None
 
     def _handle_api(
         self, token: str, method_name: str, query: str, headers: Mapping[str, str], body: bytes
@@ -2426,6 +2492,36 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     return out
 
 
+def serve(argv: Sequence[str] | None = None) -> int:
+    """Run a fake with control endpoints until stdin closes (``python -m`` entry point).
+
+    Prints ``{"port": N}`` as the first line on stdout once it accepts connections. Reading
+    stdin to its end ties the fake's life to its parent's: when the parent exits or closes
+    the pipe, the fake stops, so a crashed benchmark leaves no server behind.
+
+    Args:
+        argv: Command-line arguments (``--port``, ``--spec``); ``sys.argv[1:]`` by default.
+
+    Returns:
+        The exit status.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.telegram_api",
+        description="Serve the loopback fake Telegram Bot API (with /_fake/ control endpoints).",
+    )
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--spec", type=Path, default=None, help="api.json to validate against")
+    args = parser.parse_args(argv)
+    fake = FakeBotAPI(args.spec, control=True).start(args.port)
+    try:
+        print(json.dumps({"port": fake.port}), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            sys.stdin.read()
+    finally:
+        fake.stop()
+    return 0
+
+
 @pytest.fixture
 def fake_bot_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBotAPI]:
     """Start a :class:`FakeBotAPI`; fail the test at teardown if it saw violations.
@@ -2447,3 +2543,7 @@ def fake_bot_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBotAPI]:
     if fake.violations:
         listing = "\n".join(f"  - {v}" for v in fake.violations)
         pytest.fail(f"Bot API violations ({len(fake.violations)}):\n{listing}", pytrace=False)
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve())
