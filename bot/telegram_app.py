@@ -494,8 +494,16 @@ class WaymarkBot:
         try:
             verdict = seen["verdict"]
             if step.turn is not None:
-                await query.answer()
-                await self._render(ctx, step.turn, message)
+                # The answer is stored: stop the button's spinner and show what comes next
+                # at the same time (two independent calls; neither waits for the other).
+                answered, rendered = await asyncio.gather(
+                    query.answer(), self._render(ctx, step.turn, message), return_exceptions=True
+                )
+                if isinstance(rendered, BaseException):
+                    raise rendered
+                if isinstance(answered, BaseException):
+                    # A spinner left turning (say, the query expired) loses nothing.
+                    log.warning("answering a button press failed: %s", type(answered).__name__)
             elif verdict == "stale" and step.found is not None:
                 await query.answer(
                     ctx.tr.gettext("This question is closed. Here is the current one.")
