@@ -525,7 +525,7 @@ class Store:
                 db.connection()
                 started = time.monotonic()
                 if postgres:
-                    db.execute(purge_sql.ASYNC_COMMIT)
+                    db.connection().execute(purge_sql.PG_ASYNC_COMMIT)
                 picked, counts = step(db, size)
             took = time.monotonic() - started
             total += counts
@@ -538,34 +538,31 @@ class Store:
         self, db: Session, now: datetime, n: int, *, postgres: bool
     ) -> tuple[int, PurgeCounts]:
         """Delete the ``n`` oldest expired sessions with their answers and data keys."""
+        conn = db.connection()
         if postgres:
-            picked, answers, sessions, keys = db.execute(
-                purge_sql.SESSIONS, {"now": now, "n": n}
+            picked, answers, sessions, keys = conn.execute(
+                purge_sql.PG_SESSIONS, {"now": now, "n": n}
             ).one()
             return picked, PurgeCounts(answers, sessions, keys)
-        rows = db.execute(
-            select(SessionRow.id, SessionRow.key_id)
-            .where(SessionRow.expires_at <= now)
-            .order_by(SessionRow.expires_at)
-            .limit(n)
-        ).all()
-        return len(rows), self._delete(db, [r.id for r in rows], [r.key_id for r in rows])
+        rows = conn.execute(purge_sql.EXPIRED_SESSIONS, {"now": now, "n": n}).all()
+        if not rows:
+            return 0, PurgeCounts()
+        ids = [row.id for row in rows]
+        return len(rows), PurgeCounts(
+            conn.execute(purge_sql.DELETE_ANSWERS_OF, {"ids": ids}).rowcount,
+            conn.execute(purge_sql.DELETE_SESSIONS, {"ids": ids}).rowcount,
+            conn.execute(purge_sql.DELETE_KEYS, {"ids": [row.key_id for row in rows]}).rowcount,
+        )
 
     def _purge_answers(
         self, db: Session, now: datetime, n: int, *, postgres: bool
     ) -> tuple[int, PurgeCounts]:
         """Delete the ``n`` oldest expired answers."""
+        conn = db.connection()
         if postgres:
-            picked, answers = db.execute(purge_sql.ANSWERS, {"now": now, "n": n}).one()
+            picked, answers = conn.execute(purge_sql.PG_ANSWERS, {"now": now, "n": n}).one()
             return picked, PurgeCounts(answers=answers)
-        oldest = (
-            select(AnswerRow.id)
-            .where(AnswerRow.expires_at <= now)
-            .order_by(AnswerRow.expires_at)
-            .limit(n)
-        )
-        result = db.execute(delete(AnswerRow).where(AnswerRow.id.in_(oldest.scalar_subquery())))
-        deleted: int = result.rowcount  # type: ignore[attr-defined]
+        deleted = conn.execute(purge_sql.DELETE_EXPIRED_ANSWERS, {"now": now, "n": n}).rowcount
         return deleted, PurgeCounts(answers=deleted)
 
     def count_expired(self, *, now: datetime) -> int:
