@@ -525,7 +525,7 @@ class Store:
                 db.connection()
                 started = time.monotonic()
                 if postgres:
-                    db.connection().execute(purge_sql.PG_ASYNC_COMMIT)
+                    db.connection().execute(purge_sql.PG_BATCH_SETTINGS)
                 picked, counts = step(db, size)
             took = time.monotonic() - started
             total += counts

@@ -281,3 +281,22 @@ def test_sqlite_runs_in_wal_with_secure_delete(store: Store) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA secure_delete")).scalar() == 2  # FAST
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_purge_settings_end_with_its_transactions(store: Store) -> None:
+    """The purge's commits skip the WAL flush; the next transaction's are durable again."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+    _session(store, ttl=60)
+    assert store.purge(now=T0 + timedelta(seconds=61)).sessions == 1
+    pool = store.engine.pool
+    assert pool.checkedout() == 0
+    # Every pooled connection (the purge's among them) is back to the server's defaults.
+    conns = [store.engine.connect() for _ in range(pool.checkedin())]
+    try:
+        for conn in conns:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+            assert conn.execute(text("SHOW backend_flush_after")).scalar() == "0"
+    finally:
+        for conn in conns:
+            conn.close()
