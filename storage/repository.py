@@ -522,10 +522,10 @@ class Store:
             with self._tx(background=True) as db:
                 # Begin first (BEGIN IMMEDIATE on SQLite waits for the write lock), so that
                 # the clock measures how long the batch holds it, not how long it queued.
-                db.connection()
+                conn = db.connection()
                 started = time.monotonic()
                 if postgres:
-                    db.connection().execute(purge_sql.PG_BATCH_SETTINGS)
+                    conn.execute(purge_sql.PG_BATCH_SETTINGS)
                 picked, counts = step(db, size)
             took = time.monotonic() - started
             total += counts
