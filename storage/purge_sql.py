@@ -34,8 +34,9 @@ _N: BindParameter[int] = bindparam("n")
 #:   of every batch (measured: foreground commits up to 60-70 ms, against under 20 ms).
 #: * ``backend_flush_after``: the purge dirties every page it deletes from and, with shared
 #:   buffers smaller than the tables, writes many of them out itself; left to the kernel,
-#:   they went to disk in bursts of 100-200 MB that made a WAL flush wait 20-110 ms. Asking
-#:   for write-back every 256 kB keeps that traffic steady (foreground commits under 10 ms).
+#:   they went to disk in bursts of 100-200 MB, and a WAL flush behind one waits (measured:
+#:   foreground commits of 20-110 ms). Asking for write-back every 256 kB keeps that traffic
+#:   steady (foreground commits under 10 ms).
 PG_BATCH_SETTINGS = text(
     "SELECT set_config('synchronous_commit', 'off', true),"
     " set_config('backend_flush_after', '256kB', true)"
