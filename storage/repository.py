@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import BindParameter
 
-from storage import crypto
+from storage import crypto, purge_sql
 from storage.crypto import KeyRing
 from storage.errors import Conflict, DatabaseUnavailable, Duplicate, KeyFileMissing, WrongKey
 from storage.locks import Lease
@@ -600,37 +600,42 @@ class Store:
         keys = db.execute(delete(DataKey).where(DataKey.id.in_(key_ids)))
         return PurgeCounts(answers.rowcount, sessions.rowcount, keys.rowcount)  # type: ignore[attr-defined]
 
-    def purge(self, *, now: datetime, batch: int = 500, pause: float = 0.02) -> PurgeCounts:
+    def purge(
+        self, *, now: datetime, batch: int = 500, pause: float = 0.02, batch_time: float = 0.01
+    ) -> PurgeCounts:
         """Delete expired answers, sessions and data keys, in batches; idempotent.
 
         Each batch is its own short transaction followed by a short pause, so a purge of
         millions of rows never holds the write lock for long: SQLite has one writer at a time
         and its busy handler polls, so without the pause back-to-back batches would starve
         the conversations waiting to write.
+
+        Batches of sessions and of answers size themselves to take about ``batch_time``
+        each (at most ``batch`` rows): a fixed size is either so small on a fast database
+        that the pauses make up most of the purge, or so large on a slow or busy one that a
+        batch keeps a conversation waiting.
         """
-        total = PurgeCounts()
-        while True:
-            if total.total:
-                self._yield_to_writers(pause)
-            with self._tx(background=True) as db:
-                ids = list(
-                    db.scalars(select(AnswerRow.id).where(AnswerRow.expires_at <= now).limit(batch))
-                )
-                if not ids:
-                    break
-                result = db.execute(delete(AnswerRow).where(AnswerRow.id.in_(ids)))
-                total += PurgeCounts(answers=result.rowcount)  # type: ignore[attr-defined]
-        while True:
-            self._yield_to_writers(pause)
-            with self._tx(background=True) as db:
-                rows = db.execute(
-                    select(SessionRow.id, SessionRow.key_id)
-                    .where(SessionRow.expires_at <= now)
-                    .limit(batch)
-                ).all()
-                if not rows:
-                    break
-                total += self._delete(db, [r.id for r in rows], [r.key_id for r in rows])
+        postgres = self.engine.dialect.name == "postgresql"
+        # Sessions first, each batch with its answers and data keys: deleting answers on
+        # their own first would cost a second pass over them (on PostgreSQL every session
+        # deleted afterwards still makes its cascade look through its answers' dead rows).
+        total = self._purge_batches(
+            lambda db, n: self._purge_sessions(db, now, n, postgres=postgres),
+            batch=batch,
+            pause=pause,
+            batch_time=batch_time,
+            postgres=postgres,
+            pause_first=False,
+        )
+        # Answers expire with their session, so normally none is left here; this catches
+        # any that expired on their own.
+        total += self._purge_batches(
+            lambda db, n: self._purge_answers(db, now, n, postgres=postgres),
+            batch=batch,
+            pause=pause,
+            batch_time=batch_time,
+            postgres=postgres,
+        )
         with self._tx(background=True) as db:
             db.execute(delete(ProcessedUpdate).where(ProcessedUpdate.expires_at <= now))
             db.execute(delete(ChatMessage).where(ChatMessage.expires_at <= now))
@@ -658,6 +663,75 @@ class Store:
                 result = db.execute(delete(DataKey).where(DataKey.id.in_(key_ids)))
                 total += PurgeCounts(data_keys=result.rowcount)  # type: ignore[attr-defined]
         return total
+
+    def _purge_batches(
+        self,
+        step: Callable[[Session, int], tuple[int, PurgeCounts]],
+        *,
+        batch: int,
+        pause: float,
+        batch_time: float,
+        postgres: bool,
+        pause_first: bool = True,
+        first: int = 16,
+    ) -> PurgeCounts:
+        """Run ``step(db, size)`` in transactions until it picks fewer rows than ``size``.
+
+        The size starts small and then follows the time each batch took, at most halving or
+        doubling at a time, so that one batch slowed down by a busy machine does not swing it.
+        """
+        total = PurgeCounts()
+        size = max(1, min(batch, first))
+        wait = pause_first
+        while True:
+            if wait:
+                self._yield_to_writers(pause)
+            wait = True
+            with self._tx(background=True) as db:
+                # Begin first (BEGIN IMMEDIATE on SQLite waits for the write lock), so that
+                # the clock measures how long the batch holds it, not how long it queued.
+                conn = db.connection()
+                started = time.monotonic()
+                if postgres:
+                    conn.execute(purge_sql.PG_BATCH_SETTINGS)
+                picked, counts = step(db, size)
+            took = time.monotonic() - started
+            total += counts
+            if picked < size:
+                return total
+            factor = min(2.0, max(0.5, batch_time / max(took, 1e-6)))
+            size = max(1, min(batch, round(size * factor)))
+
+    def _purge_sessions(
+        self, db: Session, now: datetime, n: int, *, postgres: bool
+    ) -> tuple[int, PurgeCounts]:
+        """Delete the ``n`` oldest expired sessions with their answers and data keys."""
+        conn = db.connection()
+        if postgres:
+            picked, answers, sessions, keys = conn.execute(
+                purge_sql.PG_SESSIONS, {"now": now, "n": n}
+            ).one()
+            return picked, PurgeCounts(answers, sessions, keys)
+        rows = conn.execute(purge_sql.EXPIRED_SESSIONS, {"now": now, "n": n}).all()
+        if not rows:
+            return 0, PurgeCounts()
+        ids = [row.id for row in rows]
+        return len(rows), PurgeCounts(
+            conn.execute(purge_sql.DELETE_ANSWERS_OF, {"ids": ids}).rowcount,
+            conn.execute(purge_sql.DELETE_SESSIONS, {"ids": ids}).rowcount,
+            conn.execute(purge_sql.DELETE_KEYS, {"ids": [row.key_id for row in rows]}).rowcount,
+        )
+
+    def _purge_answers(
+        self, db: Session, now: datetime, n: int, *, postgres: bool
+    ) -> tuple[int, PurgeCounts]:
+        """Delete the ``n`` oldest expired answers."""
+        conn = db.connection()
+        if postgres:
+            picked, answers = conn.execute(purge_sql.PG_ANSWERS, {"now": now, "n": n}).one()
+            return picked, PurgeCounts(answers=answers)
+        deleted = conn.execute(purge_sql.DELETE_EXPIRED_ANSWERS, {"now": now, "n": n}).rowcount
+        return deleted, PurgeCounts(answers=deleted)
 
     def count_expired(self, *, now: datetime) -> int:
         """Rows waiting for the purge (for the log and the tests)."""

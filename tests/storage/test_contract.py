@@ -127,6 +127,44 @@ def test_purge_removes_rows_and_keys_in_batches_idempotently(store: Store) -> No
         assert len(conn.execute(select(SessionRow.id)).all()) == 1
 
 
+def test_purge_counts_every_row_whatever_the_batch_sizes(store: Store) -> None:
+    """Batches that shrink to one session each still delete and count every expired row."""
+    for i in range(7):
+        sid = _session(store, owner=f"o{i}", ttl=60)
+        store.save(
+            sid,
+            {},
+            expected_version=1,
+            status="active",
+            now=T0,
+            answers=[AnswerChange(f"q{n}", n) for n in range(i)],
+        )
+    # batch_time=0: every batch is "too slow", so the size halves down to one session.
+    counts = store.purge(now=T0 + timedelta(seconds=61), batch=4, pause=0, batch_time=0)
+    assert (counts.answers, counts.sessions, counts.data_keys) == (21, 7, 7)
+    assert store.count_expired(now=T0 + timedelta(seconds=61)) == 0
+
+
+def test_purge_removes_answers_that_expired_on_their_own(store: Store) -> None:
+    """An expired answer of a live session goes; the session and its other answers stay."""
+    sid = _session(store, ttl=86400)
+    store.save(
+        sid,
+        {},
+        expected_version=1,
+        status="active",
+        now=T0,
+        answers=[AnswerChange("old", 1), AnswerChange("new", 2)],
+    )
+    with store.engine.begin() as conn:
+        first = conn.execute(select(AnswerRow.id).order_by(AnswerRow.id)).scalars().first()
+        conn.execute(update(AnswerRow).where(AnswerRow.id == first).values(expires_at=LATER))
+    counts = store.purge(now=LATER + timedelta(minutes=1))
+    assert (counts.answers, counts.sessions, counts.data_keys) == (1, 0, 0)
+    assert store.answers(sid, now=T0) == {"new": 2}
+    assert store.get_session(sid, now=T0) is not None
+
+
 def test_erase_owner_removes_everything_of_that_person(store: Store) -> None:
     """/forget: all sessions, answers and keys of one owner go; others stay."""
     for _ in range(2):
@@ -243,3 +281,22 @@ def test_sqlite_runs_in_wal_with_secure_delete(store: Store) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA secure_delete")).scalar() == 2  # FAST
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_purge_settings_end_with_its_transactions(store: Store) -> None:
+    """The purge's commits skip the WAL flush; the next transaction's are durable again."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+    _session(store, ttl=60)
+    assert store.purge(now=T0 + timedelta(seconds=61)).sessions == 1
+    pool = store.engine.pool
+    assert pool.checkedout() == 0
+    # Every pooled connection (the purge's among them) is back to the server's defaults.
+    conns = [store.engine.connect() for _ in range(pool.checkedin())]
+    try:
+        for conn in conns:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+            assert conn.execute(text("SHOW backend_flush_after")).scalar() == "0"
+    finally:
+        for conn in conns:
+            conn.close()
