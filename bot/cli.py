@@ -40,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     flows_sub.add_parser("list", help="list the shipped flows")
     sub.add_parser("purge", help="delete expired data now")
     export = sub.add_parser("export", help="a team's aggregate counts, small counts suppressed")
-    export.add_argument("--team", required=True, help="team id (admins see ids with /teams)")
+    export.add_argument(
+        "--team",
+        required=True,
+        help="team id, as --team=ID (an id may begin with -); admins see ids with /teams",
+    )
     export.add_argument("--format", choices=["csv"], default="csv")
     export.add_argument("--since", default=None, help="first day, YYYY-MM-DD (default: all)")
     sub.add_parser("teams", help="list teams (id and name)")

@@ -232,7 +232,8 @@ def test_export_writes_suppressed_csv(tmp_path: Path) -> None:
     runtime.close()
     env = data_env(tmp_path)
     assert team in run(["teams"], env).stdout
-    result = run(["export", "--team", team, "--format", "csv"], env)
+    # "=": a team id may begin with "-", which argparse would take for an option.
+    result = run(["export", f"--team={team}", "--format", "csv"], env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "metric,value"
