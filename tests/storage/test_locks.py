@@ -7,7 +7,6 @@ tests watch the lock from a second connection (``try_exclusive``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -25,12 +24,8 @@ from tests.conftest import T0
 NAME = "chat:test"
 
 
-@pytest.fixture
-def pg_engine(pg_url: str) -> Iterator[Engine]:
-    engine = make_engine(pg_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+#: The conftest's migrated ``engine``, on PostgreSQL only (SQLite leases are inert).
+on_postgres = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 
 
 def _free(engine: Engine) -> bool:
@@ -56,9 +51,11 @@ def _touch(
     return store.step(owner, now=T0, decide=decide, lease=held)
 
 
+@on_postgres
 def test_lazy_lease_locks_in_the_step_and_keeps_the_lock_until_released(
-    pg_engine: Engine,
+    engine: Engine,
 ) -> None:
+    pg_engine = engine
     store = Store(pg_engine, KeyRing.generate())
     store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
     held = lease(pg_engine, NAME, lazy=True)
@@ -75,7 +72,9 @@ def test_lazy_lease_locks_in_the_step_and_keeps_the_lock_until_released(
     held.release()  # idempotent
 
 
-def test_eager_lease_locks_at_once(pg_engine: Engine) -> None:
+@on_postgres
+def test_eager_lease_locks_at_once(engine: Engine) -> None:
+    pg_engine = engine
     held = lease(pg_engine, NAME)
     assert held.held
     assert not _free(pg_engine)
@@ -84,9 +83,11 @@ def test_eager_lease_locks_at_once(pg_engine: Engine) -> None:
     assert pg_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+@on_postgres
 def test_a_failed_unlock_discards_the_connection_so_the_lock_dies_with_it(
-    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    pg_engine = engine
     held = lease(pg_engine, NAME)
     assert not _free(pg_engine)
 
