@@ -475,7 +475,11 @@ async def main() -> None:
                     db_url = None
                     if args.db == "postgres":
                         db_url = fresh_schema(args.pg_url)
-                    result = await run_waymark(fake, updates, users, db_url, Path(tmp))
+                    try:
+                        result = await run_waymark(fake, updates, users, db_url, Path(tmp))
+                    finally:
+                        if db_url is not None:
+                            drop_schema(args.pg_url, db_url)
                     results["waymark"].append(summary(result))
                 check_updates(spec, updates)
             best = {k: min(v, key=lambda r: r["median_ms"]) for k, v in results.items()}
@@ -511,6 +515,17 @@ def fresh_schema(base: str) -> str:
     engine.dispose()
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+def drop_schema(base: str, url: str) -> None:
+    """Drop the schema ``fresh_schema`` made for ``url`` (runs leave nothing behind)."""
+    from sqlalchemy import create_engine, text
+
+    schema = url.rsplit("%3D", 1)[1]
+    engine = create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
 
 
 if __name__ == "__main__":
