@@ -151,13 +151,20 @@ _ACTIVE_READ = (
 # For a write: PostgreSQL locks the session row until commit; SQLite's BEGIN IMMEDIATE
 # already excludes other writers (and SQLAlchemy renders no FOR UPDATE there).
 _ACTIVE_FOR_UPDATE = _ACTIVE_READ.with_for_update(of=SessionRow)
-_SESSION_FOR_UPDATE = (
+_SESSION_READ = (
     select(*_SESSION_COLUMNS)
     .join(DataKey, DataKey.id == SessionRow.key_id)
     .where(
         SessionRow.id == bindparam("id"), SessionRow.expires_at > _NOW, DataKey.expires_at > _NOW
     )
-    .with_for_update(of=SessionRow)
+)
+_SESSION_FOR_UPDATE = _SESSION_READ.with_for_update(of=SessionRow)
+# A session whose data key is gone or expired cannot be read: it is left out, as if gone.
+_SESSIONS_OF = (
+    select(*_SESSION_COLUMNS)
+    .join(DataKey, DataKey.id == SessionRow.key_id)
+    .where(SessionRow.owner == _OWNER, SessionRow.expires_at > _NOW, DataKey.expires_at > _NOW)
+    .order_by(SessionRow.created_at.desc())
 )
 _SESSION_WRITE = (
     update(SessionRow)
@@ -376,20 +383,11 @@ class Store:
         state = crypto.unseal(dek, row.state_ct, table="sessions", row=row.id, column="state")
         return SessionRecord(row.id, row.owner, row.status, row.version, state, row.expires_at), dek
 
-    def _read(self, db: Session, row: SessionRow, now: datetime) -> SessionRecord | None:
-        dek = self._dek(db, row.key_id, now)
-        if dek is None:
-            return None
-        state = crypto.unseal(dek, row.state_ct, table="sessions", row=row.id, column="state")
-        return SessionRecord(row.id, row.owner, row.status, row.version, state, row.expires_at)
-
     def get_session(self, session_id: str, *, now: datetime) -> SessionRecord | None:
         """A session by id, or None if it does not exist or has expired."""
         with self._tx(readonly=True) as db:
-            row = db.get(SessionRow, session_id)
-            if row is None or row.expires_at <= now:
-                return None
-            return self._read(db, row, now)
+            row = db.connection().execute(_SESSION_READ, {"id": session_id, "now": now}).first()
+            return None if row is None else self._record(row)[0]
 
     def active_session(self, owner: str, *, now: datetime) -> SessionRecord | None:
         """The owner's active, unexpired session, if any."""
@@ -584,12 +582,8 @@ class Store:
     def sessions_of(self, owner: str, *, now: datetime) -> list[SessionRecord]:
         """Every unexpired session of an owner, newest first."""
         with self._tx(readonly=True) as db:
-            rows = db.scalars(
-                select(SessionRow)
-                .where(SessionRow.owner == owner, SessionRow.expires_at > now)
-                .order_by(SessionRow.created_at.desc())
-            ).all()
-            return [r for r in (self._read(db, row, now) for row in rows) if r is not None]
+            rows = db.connection().execute(_SESSIONS_OF, {"owner": owner, "now": now})
+            return [self._record(row)[0] for row in rows]
 
     def _delete(self, db: Session, session_ids: list[str], key_ids: list[str]) -> PurgeCounts:
         if not session_ids and not key_ids:
