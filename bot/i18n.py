@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from babel import Locale, UnknownLocaleError, negotiate_locale
@@ -53,6 +53,13 @@ def _catalog(language: str, domain: str, directory: Path) -> NullTranslations:
     return Translations.load(str(directory), [language], domain)
 
 
+@lru_cache(maxsize=4096)
+def _number(value: int | float, language: str) -> str:
+    # Every question shows its position ("3/12"): the same few numbers, formatted often.
+    return format_decimal(value, locale=language)
+
+
+@cache
 def is_rtl(language: str) -> bool:
     """Whether the language is written right to left (Arabic, Persian, Pashto, Urdu…)."""
     try:
@@ -97,7 +104,7 @@ class Translator:
 
     def number(self, value: int | float) -> str:
         """A number in this language's conventions (Babel/CLDR)."""
-        return format_decimal(value, locale=self.language)
+        return _number(value, self.language)
 
     @property
     def rtl(self) -> bool:

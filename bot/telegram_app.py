@@ -22,6 +22,7 @@ import signal
 import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -164,8 +165,14 @@ class WaymarkBot:
         # chat ever seen.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: list[asyncio.Task[None]] = []
-        #: Updates being handled right now (tests and a graceful stop wait for zero).
+        #: Updates being handled right now, and chat locks still being released (tests and
+        #: a graceful stop wait for zero).
         self.in_flight = 0
+        # Chat locks (PostgreSQL) are released after the reply, off its path, on a thread
+        # of their own: an unlock never waits for a lock, so releases always get a thread
+        # even when every database thread waits for a chat lock that a release will free.
+        self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waymark-release")
+        self._releasing: set[asyncio.Future[None]] = set()
         self.flow_ids = sorted(runtime.flows)
         self.teams = Teams(runtime.store)
         self.desk = TeamDesk(runtime.settings, runtime.service, self.teams)
@@ -260,7 +267,7 @@ class WaymarkBot:
                     elif update.message is not None:
                         await self._on_message(update.message, ctx)
                 finally:
-                    await self._release(ctx.lease)
+                    self._release(ctx.lease)
             except Duplicate:
                 log.info("duplicate update ignored (owner %s…)", owner[:6])
 
@@ -279,9 +286,25 @@ class WaymarkBot:
         ctx.lease = held
         return ctx
 
-    async def _release(self, held: Lease | None) -> None:
-        if held is not None and held.connection is not None:
-            await self.db(held.release)
+    def _release(self, held: Lease | None) -> None:
+        """Release a chat lock without waiting for it (the reply has been sent).
+
+        The next update of the same chat takes the lock anew on another connection, so it
+        waits in the database until this release has run: order is kept.
+        """
+        if held is None or held.connection is None:
+            return
+        self.in_flight += 1
+        done = asyncio.get_running_loop().run_in_executor(self._releaser, held.release)
+        self._releasing.add(done)
+        done.add_done_callback(self._released)
+
+    def _released(self, done: asyncio.Future[None]) -> None:
+        self._releasing.discard(done)
+        self.in_flight -= 1
+        if not done.cancelled() and done.exception() is not None:
+            # Lease.release has discarded the connection, which ends its lock as well.
+            log.warning("releasing a chat lock failed: %s", type(done.exception()).__name__)
 
     async def _refuse_group(self, update: Update) -> None:
         chat = update.effective_chat
@@ -514,7 +537,7 @@ class WaymarkBot:
             else:
                 await query.answer(ctx.tr.gettext("This button is not valid."))
         finally:
-            await self._release(held)
+            self._release(held)
 
     def _verdict(self, press: Any, owner: str, found: Found | None) -> tuple[str, Input | None]:
         """What an answer press means: ("apply", input) or a refusal and None."""
@@ -910,6 +933,9 @@ class WaymarkBot:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Locks still being released are released before the process stops.
+        await asyncio.gather(*self._releasing, return_exceptions=True)
+        self._releaser.shutdown(wait=True)
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:

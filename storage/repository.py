@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Dialect, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +36,7 @@ from storage.models import (
     Profile,
     SessionRow,
 )
+from storage.prepared import Prepared
 
 _VERIFIER = "key_verifier"
 #: How long an update claim is kept: Telegram redelivers for at most a day.
@@ -180,7 +181,7 @@ _SESSION_WRITE = (
         updated_at=_NOW,
     )
 )
-_CLAIM = insert(ProcessedUpdate)
+_CLAIM = insert(ProcessedUpdate).values(key=bindparam("key"), expires_at=bindparam("expires_at"))
 _ANSWER_DROP = delete(AnswerRow).where(
     AnswerRow.session_id == bindparam("sid"), AnswerRow.slot == bindparam("name")
 )
@@ -189,11 +190,29 @@ _ANSWER_DROP = delete(AnswerRow).where(
 def _answer_upsert(dialect: str) -> Any:
     # One statement per kept answer: (session, slot) is unique, so an answer changed by
     # Back overwrites the old one in place.
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AnswerRow)
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AnswerRow).values(
+        session_id=bindparam("session_id"),
+        slot=bindparam("slot"),
+        value_ct=bindparam("value_ct"),
+        expires_at=bindparam("expires_at"),
+    )
     return stmt.on_conflict_do_update(
         index_elements=[AnswerRow.session_id, AnswerRow.slot],
         set_={"value_ct": stmt.excluded.value_ct, "expires_at": stmt.excluded.expires_at},
     )
+
+
+class _Hot:
+    """The hot path's statements, compiled for one engine's dialect (see storage.prepared)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.profile = Prepared(_PROFILE_READ, dialect)
+        self.active = Prepared(_ACTIVE_FOR_UPDATE, dialect)
+        self.session = Prepared(_SESSION_FOR_UPDATE, dialect)
+        self.claim = Prepared(_CLAIM, dialect)
+        self.write = Prepared(_SESSION_WRITE, dialect)
+        self.answer = Prepared(_answer_upsert(dialect.name), dialect)
+        self.drop = Prepared(_ANSWER_DROP, dialect)
 
 
 class Store:
@@ -208,7 +227,7 @@ class Store:
         self.engine = engine
         self.keys = keys
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._answer_upsert = _answer_upsert(engine.dialect.name)
+        self._hot = _Hot(engine.dialect)
         self._readers = sessionmaker(
             engine.execution_options(waymark_readonly=True), expire_on_commit=False
         )
@@ -430,7 +449,7 @@ class Store:
         """
         plan = StepPlan(state, status, answers, claim, writes)
         with self._core_tx() as conn:
-            row = conn.execute(_SESSION_FOR_UPDATE, {"id": session_id, "now": now}).first()
+            row = self._hot.session.first(conn, {"id": session_id, "now": now})
             if row is None or row.version != expected_version:
                 raise Conflict(f"session {session_id} changed or expired")
             record, dek = self._record(row)
@@ -467,7 +486,7 @@ class Store:
         """
         with self._core_tx(lease) as conn:
             profile = self._profile_data(conn, owner, now)
-            row = conn.execute(_ACTIVE_FOR_UPDATE, {"owner": owner, "now": now}).first()
+            row = self._hot.active.first(conn, {"owner": owner, "now": now})
             record, dek = self._record(row) if row is not None else (None, b"")
             result, plan = decide(profile, record)
             if plan is not None and record is not None:
@@ -479,11 +498,11 @@ class Store:
     ) -> int:
         if plan.claim is not None:
             # First: a duplicate update fails here, before anything else is written.
-            conn.execute(_CLAIM, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
+            self._hot.claim.run(conn, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
         version = record.version + 1
         state_ct = crypto.seal(dek, plan.state, table="sessions", row=record.id, column="state")
-        written = conn.execute(
-            _SESSION_WRITE,
+        written = self._hot.write.run(
+            conn,
             {
                 "sid": record.id,
                 "expected": record.version,
@@ -493,12 +512,12 @@ class Store:
                 "new_version": version,
             },
         )
-        if written.rowcount != 1:
+        if written != 1:
             raise Conflict(f"session {record.id} changed or expired")
         for change in plan.answers:
             name = crypto.slot(dek, change.name)
             if change.drop:
-                conn.execute(_ANSWER_DROP, {"sid": record.id, "name": name})
+                self._hot.drop.run(conn, {"sid": record.id, "name": name})
                 continue
             # The answer's name travels inside the ciphertext; the slot alone is opaque.
             value_ct = crypto.seal(
@@ -508,8 +527,8 @@ class Store:
                 row=f"{record.id}/{name}",
                 column="value",
             )
-            conn.execute(
-                self._answer_upsert,
+            self._hot.answer.run(
+                conn,
                 {
                     "session_id": record.id,
                     "slot": name,
@@ -813,7 +832,7 @@ class Store:
             return self._profile_data(db.connection(), owner, now)
 
     def _profile_data(self, conn: Connection, owner: str, now: datetime) -> dict[str, Any]:
-        row = conn.execute(_PROFILE_READ, {"owner": owner, "now": now}).first()
+        row = self._hot.profile.first(conn, {"owner": owner, "now": now})
         if row is None:
             return {}
         dek = self.keys.unwrap(row.wrapped, row.key_id, row.kek_id)

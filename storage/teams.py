@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -463,16 +464,15 @@ class Teams:
         """Writes adding to aggregate counters, for ``Store.save``."""
 
         def write(db: Session) -> None:
-            insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-            for metric, count in metrics.items():
-                statement = insert(Aggregate).values(
-                    team_id=team_id, day=day.isoformat(), metric=metric, count=count
-                )
+            if metrics:
+                # One statement for all the counters, built once per dialect: a flow's last
+                # answer writes them, on the press's hot path.
                 db.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["team_id", "day", "metric"],
-                        set_={"count": Aggregate.count + count},
-                    )
+                    _count_upsert(db.get_bind().dialect.name),
+                    [
+                        {"team_id": team_id, "day": day.isoformat(), "metric": m, "count": c}
+                        for m, c in metrics.items()
+                    ],
                 )
 
         return write
@@ -524,3 +524,18 @@ class Teams:
     def erase_owner(self, owner: str) -> None:
         """/forget: membership and anything queued for this person."""
         self.leave(owner)
+
+
+@cache
+def _count_upsert(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(Aggregate).values(
+        team_id=bindparam("team_id"),
+        day=bindparam("day"),
+        metric=bindparam("metric"),
+        count=bindparam("count"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["team_id", "day", "metric"],
+        set_={"count": Aggregate.count + statement.excluded.count},
+    )

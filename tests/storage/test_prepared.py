@@ -1,0 +1,111 @@
+"""The hot path's statements run on the driver's cursor (storage.prepared), on both databases.
+
+What SQLAlchemy's own execution would do must still happen: values go through the column
+types (aware UTC datetimes in and out), a violated key is SQLAlchemy's IntegrityError (so
+a replayed update is a Duplicate), and a lost connection is discarded, not pooled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.pool import NullPool
+
+from storage.errors import Duplicate
+from storage.models import ProcessedUpdate
+from storage.prepared import Prepared
+from storage.repository import _ACTIVE_FOR_UPDATE, _CLAIM, SessionRecord, StepPlan, Store
+from tests.conftest import T0
+
+
+@pytest.mark.parametrize("later", [T0 + timedelta(days=1, microseconds=123), T0])
+def test_values_pass_through_the_column_types(engine: Engine, later: datetime) -> None:
+    """A datetime is stored exactly as SQLAlchemy's own execution stores it, and reads back.
+
+    On SQLite a timestamp is text, compared as text (``expires_at > now``): one written in
+    another format (say, without the microseconds) would compare wrongly.
+    """
+    claim = Prepared(_CLAIM, engine.dialect)
+    with engine.begin() as conn:
+        assert claim.run(conn, {"key": "prepared", "expires_at": later}) == 1
+        conn.execute(insert(ProcessedUpdate).values(key="core", expires_at=later))
+    with engine.connect() as conn:
+        stored = dict(
+            conn.execute(text("SELECT key, CAST(expires_at AS TEXT) FROM processed_updates")).all()
+        )
+        read = conn.execute(
+            select(ProcessedUpdate.expires_at).where(ProcessedUpdate.key == "prepared")
+        ).scalar_one()
+    assert stored["prepared"] == stored["core"]
+    assert read == later and read.utcoffset() == timedelta(0)
+
+
+def test_a_select_returns_named_typed_rows(store: Store) -> None:
+    """The session read gives the row by column name, with its expiry as an aware datetime."""
+    record = store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
+    active = Prepared(_ACTIVE_FOR_UPDATE, store.engine.dialect)
+    with store.engine.begin() as conn:
+        row = active.first(conn, {"owner": "owner", "now": T0})
+        missing = active.first(conn, {"owner": "nobody", "now": T0})
+        expired = active.first(conn, {"owner": "owner", "now": T0 + timedelta(hours=2)})
+    assert missing is None and expired is None
+    assert (row.id, row.owner, row.status, row.version) == (record.id, "owner", "active", 1)
+    assert row.expires_at == T0 + timedelta(hours=1)
+    assert row.expires_at.utcoffset() == timedelta(0)
+    assert isinstance(row.wrapped, bytes) and row.key_id
+
+
+def test_a_violated_key_is_sqlalchemys_integrity_error(engine: Engine) -> None:
+    claim = Prepared(_CLAIM, engine.dialect)
+    with engine.begin() as conn:
+        claim.run(conn, {"key": "u1", "expires_at": T0})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        claim.run(conn, {"key": "u1", "expires_at": T0})
+
+
+def test_a_replayed_press_is_a_duplicate_and_writes_nothing(store: Store) -> None:
+    """The press path (Store.step) with an update key it has seen: nothing changes."""
+    store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
+
+    def decide(
+        n: int,
+    ) -> Any:
+        def inner(
+            _profile: dict[str, Any], record: SessionRecord | None
+        ) -> tuple[None, StepPlan | None]:
+            return None, StepPlan({"n": n}, "active", claim="u7")
+
+        return inner
+
+    store.step("owner", now=T0, decide=decide(2))
+    with pytest.raises(Duplicate):
+        store.step("owner", now=T0, decide=decide(3))
+    record = store.active_session("owner", now=T0)
+    assert record is not None and (record.state, record.version) == ({"n": 2}, 2)
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_lost_connection_is_invalidated_not_pooled(engine: Engine) -> None:
+    """The server ends the session mid-transaction: the error says so and the pool drops it."""
+    claim = Prepared(_CLAIM, engine.dialect)
+    killer = create_engine(engine.url, poolclass=NullPool)
+    conn = engine.connect()
+    try:
+        conn.begin()
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with killer.begin() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as caught:
+            claim.run(conn, {"key": "u1", "expires_at": T0})
+        assert caught.value.connection_invalidated
+        assert conn.invalidated
+    finally:
+        conn.close()
+        killer.dispose()
+    # The pool hands out a live connection afterwards.
+    with engine.begin() as fresh:
+        assert claim.run(fresh, {"key": "u2", "expires_at": T0}) == 1
