@@ -49,7 +49,7 @@ from bot.telegram_app import build_application
 from tests.fakes.telegram_api import CONTROL_PREFIX, BotApiSpec, utf16_len
 
 TOKEN = "123456:BENCH"
-PRESSES_PER_USER = {1: 60, 50: 6, 500: 2}
+PRESSES_PER_USER = {1: 240, 50: 6, 500: 2}
 # ApplicationBuilder's default connection pool for bot calls: both bots get exactly it.
 POOL_SIZE = 256
 # User messages get ids from their own range: the fake numbers the bot's messages from 1 in

@@ -65,16 +65,18 @@ class Lease:
         self.held = connection is None
 
     def hold(self) -> None:
-        """Take the lock now, inside the connection's open transaction (lazy leases).
+        """Take the lock inside the connection's open transaction (lazy leases).
 
-        The lock is session-level: it outlives the transaction, until ``release``. Under
-        PostgreSQL's default READ COMMITTED each later statement sees what the previous
-        holder committed, even though this transaction began before the lock was granted.
+        Inside ``prepared.batch`` the lock statement is sent with the statements after it
+        and the server runs it first. The lock is session-level: it outlives the
+        transaction, until ``release``. Under PostgreSQL's default READ COMMITTED each later
+        statement sees what the previous holder committed, even though this transaction
+        began before the lock was granted.
         """
         if self.held or self.connection is None:
             return
-        # On the press's hot path: run on the driver, like the step's own statements.
-        _lock_statement(self.connection.dialect).run(self.connection, {"k": self._key})
+        # On the press's hot path: sent on the driver, like the step's own statements.
+        _lock_statement(self.connection.dialect).send(self.connection, {"k": self._key})
         self.held = True
 
     def release(self) -> None:

@@ -17,7 +17,8 @@ values are ciphertext, ids and timestamps.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, cast
 
 from sqlalchemy import Connection
@@ -41,8 +42,6 @@ class Prepared:
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         self.sql = compiled.string
-        self._dialect = dialect
-        self._error: type[Any] = dialect.loaded_dbapi.Error
         # Each parameter by the name the SQL uses for it (anonymous ones get one at compile).
         binds = {name: bind for bind, name in compiled.bind_names.items()}
         # Literals (``status == "active"``, ``LIMIT 1``) are fixed; the rest come per call.
@@ -66,38 +65,24 @@ class Prepared:
             return values
         return tuple(values[name] for name in self._order)
 
-    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+    def send(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        """Execute (or, inside ``batch``, queue) the statement; read it with ``row``/``count``."""
         args = self._args(params)
         driver = conn.connection.driver_connection
         assert driver is not None
         cursor = driver.cursor()
-        try:
+        with translated(conn, self.sql, args):
             cursor.execute(self.sql, args)
-        except self._error as exc:
-            cursor.close()
-            # As SQLAlchemy's own execution would: a lost connection is discarded, and
-            # the error arrives as SQLAlchemy's exception class (IntegrityError, …).
-            lost = self._dialect.is_disconnect(exc, driver, cursor)
-            if lost:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                self.sql,
-                args,
-                exc,
-                self._error,
-                connection_invalidated=lost,
-                dialect=self._dialect,
-            ) from exc
         return cursor
 
-    def first(self, conn: Connection, params: Mapping[str, Any]) -> Any:
-        """Run a SELECT and return its first row (a named tuple), or None."""
+    def row(self, conn: Connection, cursor: Any) -> Any:
+        """The first row of a sent SELECT (a named tuple, by column name), or None."""
         assert self._row is not None, "not a SELECT"
-        cursor = self._run(conn, params)
-        try:
-            raw = cursor.fetchone()
-        finally:
-            cursor.close()
+        with translated(conn, self.sql, None):
+            try:
+                raw = cursor.fetchone()
+            finally:
+                cursor.close()
         if raw is None:
             return None
         return self._row(
@@ -107,10 +92,60 @@ class Prepared:
             )
         )
 
-    def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
-        """Run a statement that returns no rows; return how many rows it changed."""
-        cursor = self._run(conn, params)
+    @staticmethod
+    def count(cursor: Any) -> int:
+        """How many rows a sent statement changed (after its batch, if any)."""
         try:
             return int(cursor.rowcount)
         finally:
             cursor.close()
+
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        """Run a SELECT now and return its first row, or None."""
+        return self.row(conn, self.send(conn, params))
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """Run a statement that returns no rows now; return how many rows it changed."""
+        return self.count(self.send(conn, params))
+
+
+@contextmanager
+def translated(conn: Connection, sql: str | None, args: Any) -> Iterator[None]:
+    """Driver errors as SQLAlchemy's own execution reports them.
+
+    The exception becomes SQLAlchemy's class for it (IntegrityError, OperationalError…),
+    and a connection the server has lost is invalidated, so the pool discards it.
+    """
+    dialect = conn.dialect
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, conn.connection.driver_connection, None)
+        if lost and not conn.invalidated:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            args,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=dialect,
+        ) from exc
+
+
+@contextmanager
+def batch(conn: Connection) -> Iterator[None]:
+    """Statements sent inside go to the server together, and their results come back together.
+
+    On PostgreSQL this is psycopg's pipeline mode: one round trip instead of one per
+    statement. The server still runs them one after another, in order, each with its own
+    snapshot, so a lock taken by the first is held before the next one reads. Read the
+    results after the block. Elsewhere (SQLite, in-process) each statement simply runs.
+    """
+    driver = conn.connection.driver_connection
+    pipeline = getattr(driver, "pipeline", None)
+    if pipeline is None:
+        yield
+        return
+    with translated(conn, None, None), pipeline():
+        yield

@@ -36,7 +36,7 @@ from storage.models import (
     Profile,
     SessionRow,
 )
-from storage.prepared import Prepared
+from storage.prepared import Prepared, batch
 
 _VERIFIER = "key_verifier"
 #: How long an update claim is kept: Telegram redelivers for at most a day.
@@ -251,9 +251,9 @@ class Store:
         with self._mapped_errors(counted=True):
             if lease is not None and lease.connection is not None:
                 # The connection that holds (or will hold) the chat's lock carries the
-                # transaction too; a lazy lease takes its lock as the first statement.
+                # transaction too; a lazy lease takes its lock with the first statements
+                # (``step``).
                 with lease.connection.begin():
-                    lease.hold()
                     yield lease.connection
             else:
                 with self.engine.begin() as conn:
@@ -484,9 +484,17 @@ class Store:
             Conflict: The session changed meanwhile; nothing was written.
             Duplicate: The plan's claim was claimed before; nothing was written.
         """
+        hot = self._hot
         with self._core_tx(lease) as conn:
-            profile = self._profile_data(conn, owner, now)
-            row = self._hot.active.first(conn, {"owner": owner, "now": now})
+            # The lock, then the reads: one round trip on PostgreSQL (``prepared.batch``);
+            # the server takes the lock before the reads see anything.
+            with batch(conn):
+                if lease is not None:
+                    lease.hold()
+                profile_sent = hot.profile.send(conn, {"owner": owner, "now": now})
+                active_sent = hot.active.send(conn, {"owner": owner, "now": now})
+            profile = self._profile_of(owner, hot.profile.row(conn, profile_sent))
+            row = hot.active.row(conn, active_sent)
             record, dek = self._record(row) if row is not None else (None, b"")
             result, plan = decide(profile, record)
             if plan is not None and record is not None:
@@ -496,46 +504,50 @@ class Store:
     def _write_step(
         self, conn: Connection, record: SessionRecord, dek: bytes, plan: StepPlan, now: datetime
     ) -> int:
-        if plan.claim is not None:
-            # First: a duplicate update fails here, before anything else is written.
-            self._hot.claim.run(conn, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
+        hot = self._hot
         version = record.version + 1
         state_ct = crypto.seal(dek, plan.state, table="sessions", row=record.id, column="state")
-        written = self._hot.write.run(
-            conn,
-            {
-                "sid": record.id,
-                "expected": record.version,
-                "now": now,
-                "state_ct": state_ct,
-                "new_status": plan.status,
-                "new_version": version,
-            },
-        )
-        if written != 1:
-            raise Conflict(f"session {record.id} changed or expired")
-        for change in plan.answers:
-            name = crypto.slot(dek, change.name)
-            if change.drop:
-                self._hot.drop.run(conn, {"sid": record.id, "name": name})
-                continue
-            # The answer's name travels inside the ciphertext; the slot alone is opaque.
-            value_ct = crypto.seal(
-                dek,
-                {"name": change.name, "value": change.value},
-                table="answers",
-                row=f"{record.id}/{name}",
-                column="value",
-            )
-            self._hot.answer.run(
+        # Sent together (one round trip on PostgreSQL), run in this order.
+        with batch(conn):
+            if plan.claim is not None:
+                # First: a duplicate update fails here, before anything else is written.
+                hot.claim.send(conn, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
+            written = hot.write.send(
                 conn,
                 {
-                    "session_id": record.id,
-                    "slot": name,
-                    "value_ct": value_ct,
-                    "expires_at": record.expires_at,
+                    "sid": record.id,
+                    "expected": record.version,
+                    "now": now,
+                    "state_ct": state_ct,
+                    "new_status": plan.status,
+                    "new_version": version,
                 },
             )
+            for change in plan.answers:
+                name = crypto.slot(dek, change.name)
+                if change.drop:
+                    hot.drop.send(conn, {"sid": record.id, "name": name})
+                    continue
+                # The answer's name travels inside the ciphertext; the slot alone is opaque.
+                value_ct = crypto.seal(
+                    dek,
+                    {"name": change.name, "value": change.value},
+                    table="answers",
+                    row=f"{record.id}/{name}",
+                    column="value",
+                )
+                hot.answer.send(
+                    conn,
+                    {
+                        "session_id": record.id,
+                        "slot": name,
+                        "value_ct": value_ct,
+                        "expires_at": record.expires_at,
+                    },
+                )
+        if Prepared.count(written) != 1:
+            # Nothing is committed: the transaction rolls back with this error.
+            raise Conflict(f"session {record.id} changed or expired")
         writes = list(plan.writes)
         if writes:
             # Alerts and counts are written through the ORM, in a savepoint of this same
@@ -832,7 +844,9 @@ class Store:
             return self._profile_data(db.connection(), owner, now)
 
     def _profile_data(self, conn: Connection, owner: str, now: datetime) -> dict[str, Any]:
-        row = self._hot.profile.first(conn, {"owner": owner, "now": now})
+        return self._profile_of(owner, self._hot.profile.first(conn, {"owner": owner, "now": now}))
+
+    def _profile_of(self, owner: str, row: Any) -> dict[str, Any]:
         if row is None:
             return {}
         dek = self.keys.unwrap(row.wrapped, row.key_id, row.kek_id)
