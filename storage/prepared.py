@@ -1,11 +1,11 @@
 """Hot-path statements: written and typed by SQLAlchemy once, run on the driver's cursor.
 
-A button press runs five or six statements in one transaction. Through SQLAlchemy Core's
-execution, the press's session read and state write took 70 and 51 µs each on SQLite, and
-the same statements on the driver 22 and 12 µs; on PostgreSQL 185 and 143 µs against 117
-and 90 µs (``bench/statements.py``, docs/benchmarks.md). The difference is per-call
-machinery (cache-key lookup, execution context, event dispatch, result set-up) that a
-statement built once does not need.
+A button press runs five or six statements in one transaction. Executed through SQLAlchemy
+Core, the press's session read and state write took two and a half to four times as long
+on SQLite as the same statements on the driver, and 1.2 to 1.7 times as long on PostgreSQL,
+where the server's own work counts too (``bench/statements.py``, docs/benchmarks.md). The
+difference is per-call machinery (cache-key lookup, execution context, event dispatch,
+result set-up) that a statement built once does not need.
 
 So SQLAlchemy still does everything that needs knowledge: it writes the SQL for the
 dialect, converts every value with the column types' own bind and result processors,
