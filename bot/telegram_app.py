@@ -933,9 +933,9 @@ class WaymarkBot:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        # Locks still being released are released before the process stops.
+        # Locks still being released are released before the process stops. (The executor
+        # stays usable: an application may be started again with the same handlers.)
         await asyncio.gather(*self._releasing, return_exceptions=True)
-        self._releaser.shutdown(wait=True)
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
