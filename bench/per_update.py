@@ -15,9 +15,11 @@ press) and builds each update as Telegram would send it.
     .venv/bin/python bench/per_update.py [--db sqlite|postgres] [--users 1,50,500] [--rounds 2]
         [--bots bare,bare-gather,waymark] [--presses N (per user, with one user)]
 
-Each bot's row shows its round with the lowest median; the "rounds pooled" row gives
-Waymark's median over every press of every round, against the bare bots' pooled the same
-way, which one lucky round of either cannot move.
+``--bots`` may add **bare-content**: the bare-gather bot replaying the questions and keyboards
+Waymark sent in the same round, so that the content's own cost can be told apart from
+Waymark's work. Each bot's row shows its round with the lowest median; the "rounds pooled"
+row gives Waymark's median over every press of every round, against the bare bots' pooled
+the same way, which one lucky round of either cannot move.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ POOL_SIZE = 256
 # each chat and never sees the messages the driver builds, so ids stay unique per chat.
 USER_MESSAGE_IDS = 1_000_000_000
 MENU_BUTTON = "Red-flag observation"
-BOTS = ("bare", "bare-gather", "waymark")
+BOTS = ("bare", "bare-gather", "waymark", "bare-content")
 ENDED = "does not identify"
 
 JSON = dict[str, Any]
@@ -134,16 +136,20 @@ class RecordingRequest(HTTPXRequest):
 class Chats:
     """What the bot shows in each chat, learnt only from its own API responses."""
 
-    def __init__(self, request: RecordingRequest) -> None:
+    def __init__(self, request: RecordingRequest, edits: list[JSON] | None = None) -> None:
         self.request = request
         self.messages: dict[int, dict[int, JSON]] = {}
         self.errors: list[str] = []
+        #: When given: the parameters of every editMessageText the bot sent.
+        self.edits = edits
 
     def drain(self) -> None:
         """Parse the calls recorded since the last drain (one event-loop step: no races)."""
         calls, self.request.calls = self.request.calls, []
         for url, request_data, code, payload in calls:
             method = url.rsplit("/", 1)[-1]
+            if self.edits is not None and method == "editMessageText" and request_data:
+                self.edits.append(request_data.parameters)
             answer = json.loads(payload)
             if not answer.get("ok"):
                 self.errors.append(f"{method}: HTTP {code}: {answer.get('description')}")
@@ -242,9 +248,15 @@ class Updates:
 class Harness:
     """One bot under test with the driver's view of its chats."""
 
-    def __init__(self, app: AnyApp, request: RecordingRequest, updates: Updates) -> None:
+    def __init__(
+        self,
+        app: AnyApp,
+        request: RecordingRequest,
+        updates: Updates,
+        edits: list[JSON] | None = None,
+    ) -> None:
         self.app = app
-        self.chats = Chats(request)
+        self.chats = Chats(request, edits)
         self.updates = updates
 
     async def feed(self, update: JSON) -> None:
@@ -260,7 +272,13 @@ class Harness:
         await self.feed(self.updates.press(chat_id, message, button["callback_data"]))
 
 
-def bare_app(fake: FakeProcess, request: RecordingRequest, *, gather: bool = False) -> AnyApp:
+def bare_app(
+    fake: FakeProcess,
+    request: RecordingRequest,
+    *,
+    gather: bool = False,
+    content: list[JSON] | None = None,
+) -> AnyApp:
     keyboard = InlineKeyboardMarkup(
         [
             [
@@ -269,13 +287,24 @@ def bare_app(fake: FakeProcess, request: RecordingRequest, *, gather: bool = Fal
             ]
         ]
     )
+    # "bare-content": Waymark's own questions, replayed in turn (HTML text and keyboard, as
+    # Waymark sent them in its round), built before the clock starts.
+    replies = [
+        (e["text"], InlineKeyboardMarkup.de_json(e["reply_markup"], None))
+        for e in content or []
+        if isinstance(e.get("reply_markup"), dict)
+    ]
     counter = {"n": 0}
 
     async def handle(update: Update, _: Any) -> None:
         counter["n"] += 1
         if update.callback_query is not None:
             query = update.callback_query
-            edit = query.edit_message_text(f"Question {counter['n']}", reply_markup=keyboard)
+            if replies:
+                text, markup = replies[counter["n"] % len(replies)]
+                edit = query.edit_message_text(text, parse_mode="HTML", reply_markup=markup)
+            else:
+                edit = query.edit_message_text(f"Question {counter['n']}", reply_markup=keyboard)
             if gather:
                 # As Waymark does once an answer is stored: both calls at once.
                 await asyncio.gather(query.answer(), edit)
@@ -304,7 +333,12 @@ Result = tuple[list[float], float, dict[str, float]]
 
 
 async def run_waymark(
-    fake: FakeProcess, updates: Updates, users: int, db_url: str | None, tmp: Path
+    fake: FakeProcess,
+    updates: Updates,
+    users: int,
+    db_url: str | None,
+    tmp: Path,
+    edits: list[JSON] | None = None,
 ) -> Result:
     settings = Settings(
         bot_token=TOKEN,
@@ -325,7 +359,7 @@ async def run_waymark(
         app.bot._request = (app.bot._request[0], request)
     async with app:
         bot.runtime_bot = app.bot
-        harness = Harness(app, request, updates)
+        harness = Harness(app, request, updates, edits)
         harness.chats.drain()
         ids = list(range(10_000 + users * 1000, 10_000 + users * 1000 + users))
 
@@ -342,10 +376,15 @@ async def run_waymark(
 
 
 async def run_bare(
-    fake: FakeProcess, updates: Updates, users: int, *, gather: bool = False
+    fake: FakeProcess,
+    updates: Updates,
+    users: int,
+    *,
+    gather: bool = False,
+    content: list[JSON] | None = None,
 ) -> Result:
     request = RecordingRequest()
-    app = bare_app(fake, request, gather=gather)
+    app = bare_app(fake, request, gather=gather, content=content)
     async with app:
         harness = Harness(app, request, updates)
         harness.chats.drain()
@@ -444,7 +483,7 @@ async def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--users", default="1,50,500")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--bots", default=",".join(BOTS))
+    parser.add_argument("--bots", default="bare,bare-gather,waymark")
     parser.add_argument("--presses", type=int, default=PRESSES_PER_USER[1])
     parser.add_argument(
         "--pg-url",
@@ -478,6 +517,7 @@ async def main() -> None:
         for users in [int(u) for u in args.users.split(",")]:
             results: dict[str, list[Result]] = {b: [] for b in bots}
             for _ in range(args.rounds):
+                edits: list[JSON] = []
                 for name in bots:
                     if name == "waymark":
                         with tempfile.TemporaryDirectory() as tmp:
@@ -485,10 +525,16 @@ async def main() -> None:
                             if args.db == "postgres":
                                 db_url = fresh_schema(args.pg_url)
                             try:
-                                result = await run_waymark(fake, updates, users, db_url, Path(tmp))
+                                result = await run_waymark(
+                                    fake, updates, users, db_url, Path(tmp), edits
+                                )
                             finally:
                                 if db_url is not None:
                                     drop_schema(args.pg_url, db_url)
+                    elif name == "bare-content":
+                        if not edits:
+                            raise SystemExit("bare-content replays Waymark's round: add waymark")
+                        result = await run_bare(fake, updates, users, gather=True, content=edits)
                     else:
                         result = await run_bare(fake, updates, users, gather=name == "bare-gather")
                     results[name].append(result)
@@ -525,6 +571,17 @@ async def main() -> None:
                     f"| {users} | waymark, {args.rounds} rounds pooled | {len(mine)} | — | "
                     f"{1000 * median:.1f} | {1000 * mine[int(0.99 * (len(mine) - 1))]:.1f} | "
                     f"{median / statistics.median(pooled['bare']):.2f}× | {vs_floor} | — | — |",
+                    flush=True,
+                )
+            if "bare-content" in pooled and "waymark" in pooled:
+                # Waymark against a bare bot sending the very same questions and keyboards:
+                # what Waymark itself adds, with the content's own cost taken out.
+                own = statistics.median(pooled["waymark"]) / statistics.median(
+                    pooled["bare-content"]
+                )
+                print(
+                    f"| {users} | waymark ÷ bare-content, {args.rounds} rounds pooled | — | — | — "
+                    f"| — | {own:.2f}× | — | — | — |",
                     flush=True,
                 )
             # Loudly: a rejected request means the bot ran an error path, not the measured one.
