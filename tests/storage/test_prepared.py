@@ -7,6 +7,7 @@ a replayed update is a Duplicate), and a lost connection is discarded, not poole
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,10 +16,17 @@ from sqlalchemy import Engine, create_engine, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 
-from storage.errors import Duplicate
+from storage.errors import Conflict, Duplicate
 from storage.models import ProcessedUpdate
 from storage.prepared import Prepared
-from storage.repository import _ACTIVE_FOR_UPDATE, _CLAIM, SessionRecord, StepPlan, Store
+from storage.repository import (
+    _ACTIVE_FOR_UPDATE,
+    _CLAIM,
+    AnswerChange,
+    SessionRecord,
+    StepPlan,
+    Store,
+)
 from tests.conftest import T0
 
 
@@ -109,3 +117,23 @@ def test_a_lost_connection_is_invalidated_not_pooled(engine: Engine) -> None:
     # The pool hands out a live connection afterwards.
     with engine.begin() as fresh:
         assert claim.run(fresh, {"key": "u2", "expires_at": T0}) == 1
+
+
+def test_a_write_that_misses_its_version_is_a_conflict_and_rolls_back(store: Store) -> None:
+    """The writes go out together (one round trip on PostgreSQL); the version check comes
+    after them, and a miss undoes the whole batch, claim and answer included."""
+    record = store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
+    with store.engine.connect() as conn:
+        row = Prepared(_ACTIVE_FOR_UPDATE, store.engine.dialect).first(
+            conn, {"owner": "owner", "now": T0}
+        )
+    _, dek = store._record(row)
+    moved_on = dataclasses.replace(record, version=record.version + 5)
+    plan = StepPlan({"n": 2}, "active", [AnswerChange("q1", "yes")], claim="u9")
+    with pytest.raises(Conflict), store._core_tx() as conn:
+        store._write_step(conn, moved_on, dek, plan, T0)
+    again = store.active_session("owner", now=T0)
+    assert again is not None and (again.state, again.version) == ({"n": 1}, 1)
+    assert store.answers(record.id, now=T0) == {}
+    with store.engine.connect() as conn:
+        assert conn.execute(select(ProcessedUpdate.key)).all() == []
