@@ -66,6 +66,10 @@ async def test_release_is_off_the_reply_path_and_order_is_kept(
     first = harness.last()
     assert "2/" in first["text"]
     harness.fake.press_button(harness.chat, "Observed", user_id=harness.user)
+    while len(harness.fake.calls_of("editMessageText")) < edits_before + 2:
+        assert time.monotonic() - started < 10, "no second reply"
+        await asyncio.sleep(0.005)
+    second_reply = time.monotonic()
     await harness.idle()
     done = time.monotonic()
 
@@ -75,9 +79,11 @@ async def test_release_is_off_the_reply_path_and_order_is_kept(
     assert handled[0] < released[0] - SLOW / 2
     # Each release began after its press's reply was sent.
     assert [count for count, _ in seen[:2]] == [edits_before + 1, edits_before + 2]
-    # Idle means released: the second press waited for the first release, so two slow
-    # releases ran one after the other before the bot counted as idle.
-    assert done - started >= 2 * SLOW
+    # Order: the second press waited in the database for the first press's lock, which
+    # only its release gave up.
+    assert second_reply > released[0]
+    # Idle means released: both slow releases had run before the bot counted as idle.
+    assert len(released) >= 2 and done >= released[1]
     assert harness.bot.in_flight == 0
     assert "3/" in harness.last()["text"]
     state = harness.state()
