@@ -72,7 +72,11 @@ class Prepared:
         assert driver is not None
         cursor = driver.cursor()
         with translated(conn, self.sql, args):
-            cursor.execute(self.sql, args)
+            try:
+                cursor.execute(self.sql, args)
+            except BaseException:
+                cursor.close()
+                raise
         return cursor
 
     def row(self, conn: Connection, cursor: Any) -> Any:
