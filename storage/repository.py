@@ -841,12 +841,11 @@ class Store:
     def profile(self, owner: str, *, now: datetime) -> dict[str, Any]:
         """An owner's profile data (empty if none or expired)."""
         with self._tx(readonly=True) as db:
-            return self._profile_data(db.connection(), owner, now)
-
-    def _profile_data(self, conn: Connection, owner: str, now: datetime) -> dict[str, Any]:
-        return self._profile_of(owner, self._hot.profile.first(conn, {"owner": owner, "now": now}))
+            row = self._hot.profile.first(db.connection(), {"owner": owner, "now": now})
+            return self._profile_of(owner, row)
 
     def _profile_of(self, owner: str, row: Any) -> dict[str, Any]:
+        """A profile row read with its data key's columns (``_PROFILE_READ``), decrypted."""
         if row is None:
             return {}
         dek = self.keys.unwrap(row.wrapped, row.key_id, row.kek_id)
