@@ -48,6 +48,7 @@ from telegram.ext import (
 
 from bot import presenter
 from bot.callback_data import CallbackCodec, seq_code, seq_value
+from bot.http import AiohttpRequest
 from bot.i18n import Translator, available_languages, negotiate, resolve_language
 from bot.i18n import null_gettext as N_  # noqa: N812 - the gettext convention for "mark only"
 from bot.i18n_status import review_status
@@ -989,6 +990,10 @@ def build_application(
         # Bounded: each update in flight may hold two pool connections (its chat's lock and
         # its work); more chats than this wait their turn instead of exhausting the pool.
         .concurrent_updates(MAX_IN_FLIGHT)
+        # aiohttp rather than PTB's httpx transport: see bot/http.py for the measured why.
+        .request(AiohttpRequest())
+        # Long polling holds its one connection for the whole poll: a pool of its own.
+        .get_updates_request(AiohttpRequest(connection_pool_size=1))
         .post_init(waymark.start_background)
         .post_shutdown(waymark.stop_background)
     )

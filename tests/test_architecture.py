@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 RULES = {
     # flows/ is the pure core: no Telegram, no database, no front end, no clock-reading I/O libs.
-    "flows": {"bot", "storage", "telegram", "sqlalchemy", "httpx", "socket", "sqlite3"},
+    "flows": {"bot", "storage", "telegram", "sqlalchemy", "httpx", "aiohttp", "socket", "sqlite3"},
     # storage/ never learns what a flow or a Telegram update is.
-    "storage": {"bot", "flows", "telegram"},
+    "storage": {"bot", "flows", "telegram", "aiohttp"},
 }
 
 

@@ -1,0 +1,213 @@
+"""The aiohttp transport (bot/http.py) under python-telegram-bot's real Bot.
+
+Against the loopback fake Bot API (every request checked against api.json) and, for the
+failure cases, against loopback sockets that stall or refuse: PTB must see the same errors
+it sees from its own httpx transport (TimedOut, NetworkError, RetryAfter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from telegram import Bot
+from telegram.error import NetworkError, RetryAfter, TimedOut
+
+from bot.http import AiohttpRequest
+from tests.fakes.telegram_api import FakeBotAPI, UploadedFile
+
+TOKEN = "123456:HTTP-TEST"
+CHAT = 4242
+
+
+def _bot(base: str, request: AiohttpRequest) -> Bot:
+    return Bot(TOKEN, base_url=f"{base}/bot", request=request, get_updates_request=request)
+
+
+@pytest.fixture
+async def stalled() -> AsyncIterator[str]:
+    """A loopback server that accepts connections and reads, but never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read(65536)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_calls_and_uploads_reach_the_bot_api_as_sent(fake_bot_api: FakeBotAPI) -> None:
+    fake_bot_api.register_chat(CHAT, "private")
+    request = AiohttpRequest()
+    async with _bot(fake_bot_api.base_url.removesuffix("/bot"), request) as bot:
+        sent = await bot.send_message(CHAT, "<b>Ständig</b> — صباح", parse_mode="HTML")
+        document = await bot.send_document(CHAT, b"code,count\nQ1,3\n", filename="digest.csv")
+    assert sent.text == "Ständig — صباح"
+    assert document.document is not None
+    assert document.document.file_name == "digest.csv"
+    (upload,) = fake_bot_api.calls_of("sendDocument")
+    part = upload["document"]
+    assert isinstance(part, UploadedFile)
+    assert part.data == b"code,count\nQ1,3\n"
+    assert fake_bot_api.violations == []
+
+
+async def test_429_becomes_retry_after(
+    fake_bot_api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "PTB_TIMEDELTA", "true"
+    )  # retry_after as a timedelta, as in the other e2e harnesses
+    fake_bot_api.register_chat(CHAT, "private")
+    fake_bot_api.fail_next("sendMessage", status=429, retry_after=7)
+    async with _bot(fake_bot_api.base_url.removesuffix("/bot"), AiohttpRequest()) as bot:
+        with pytest.raises(RetryAfter) as caught:
+            await bot.send_message(CHAT, "hello")
+        # The connection is still good for the next call.
+        await bot.send_message(CHAT, "hello again")
+    assert caught.value.retry_after.total_seconds() == 7
+
+
+async def test_a_hang_up_is_a_network_error(fake_bot_api: FakeBotAPI) -> None:
+    fake_bot_api.register_chat(CHAT, "private")
+    async with _bot(fake_bot_api.base_url.removesuffix("/bot"), AiohttpRequest()) as bot:
+        fake_bot_api.set_unreachable(True)
+        with pytest.raises(NetworkError, match=r"aiohttp\.") as caught:
+            await bot.send_message(CHAT, "hello")
+        fake_bot_api.set_unreachable(False)
+        await bot.send_message(CHAT, "back")
+    assert not isinstance(caught.value, TimedOut)
+
+
+async def test_a_refused_connection_is_a_network_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Nothing listens on the port now.
+    request = AiohttpRequest()
+    await request.initialize()
+    try:
+        with pytest.raises(NetworkError, match=r"aiohttp\.ClientConnectorError"):
+            await request.post(f"http://127.0.0.1:{port}/bot{TOKEN}/getMe")
+    finally:
+        await request.shutdown()
+
+
+async def test_a_silent_server_times_out_after_the_read_timeout(stalled: str) -> None:
+    request = AiohttpRequest(read_timeout=30)
+    await request.initialize()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimedOut):
+            # The call's own timeout wins over the default of 30 s.
+            await request.post(f"{stalled}/bot{TOKEN}/getMe", read_timeout=0.3)
+        waited = time.monotonic() - started
+    finally:
+        await request.shutdown()
+    assert 0.3 <= waited < 5
+
+
+async def test_a_full_pool_times_out_without_sending(stalled: str) -> None:
+    request = AiohttpRequest(connection_pool_size=1)
+    await request.initialize()
+    try:
+        # The only connection is taken by a call the server never answers.
+        first = asyncio.create_task(request.post(f"{stalled}/bot{TOKEN}/getMe", read_timeout=5))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(TimedOut, match="not sent"):
+            await request.post(f"{stalled}/bot{TOKEN}/getMe", pool_timeout=0.2, connect_timeout=0.1)
+        waited = time.monotonic() - started
+        assert not first.done()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    finally:
+        await request.shutdown()
+    assert 0.3 <= waited < 3
+
+
+async def test_a_request_needs_an_initialized_transport_and_survives_a_restart(
+    fake_bot_api: FakeBotAPI,
+) -> None:
+    request = AiohttpRequest()
+    url = f"{fake_bot_api.base_url}{TOKEN}/getMe"
+    with pytest.raises(RuntimeError, match="not initialized"):
+        await request.do_request(url, "POST")
+    await request.initialize()
+    code, _ = await request.do_request(url, "POST")
+    await request.shutdown()
+    with pytest.raises(RuntimeError, match="not initialized"):
+        await request.do_request(url, "POST")
+    # An Application stopped and started again initializes its request again.
+    await request.initialize()
+    again, body = await request.do_request(url, "POST")
+    await request.shutdown()
+    assert (code, again) == (200, 200)
+    assert b'"ok":true' in body.replace(b" ", b"")
+
+
+async def test_the_environment_s_proxy_is_used_unless_no_proxy_names_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP(S)_PROXY and NO_PROXY are honoured, as PTB's httpx transport honours them."""
+    seen: list[bytes] = []
+    body = b'{"ok":true,"result":{"id":1,"is_bot":true,"first_name":"P","username":"p_bot"}}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        seen.append(head.split(b"\r\n")[0])
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    # The origin the bot asks for does not exist: only the proxy can answer.
+    target = f"http://api.invalid/bot{TOKEN}/getMe"
+    try:
+        for name in (
+            "NO_PROXY",
+            "no_proxy",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+        ):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        request = AiohttpRequest()
+        await request.initialize()
+        try:
+            via_proxy = await request.post(target)
+        finally:
+            await request.shutdown()
+        monkeypatch.setenv("NO_PROXY", "api.invalid")
+        await request.initialize()  # a restart reads the environment again
+        try:
+            with pytest.raises(NetworkError):
+                await request.post(target)
+        finally:
+            await request.shutdown()
+    finally:
+        proxy.close()
+        await proxy.wait_closed()
+    assert via_proxy["username"] == "p_bot"
+    assert seen == [f"POST {target} HTTP/1.1".encode()]
