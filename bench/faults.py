@@ -166,10 +166,18 @@ class Scenario:
             }
         )[:4]
         lost = len(self.chats) - complete
-        ok = lost == 0 and doubled == 0 and len(alerts) == screenings == len(self.chats)
+        # The whole log, tracebacks included: the bot token must not appear anywhere in it.
+        leaked = TOKEN.split(":")[1] in log
+        ok = (
+            lost == 0
+            and doubled == 0
+            and len(alerts) == screenings == len(self.chats)
+            and not leaked
+        )
         return (
             f"| {self.name} | {'pass' if ok else 'FAIL'} | {screenings}/{len(self.chats)} | "
-            f"{lost} | {doubled} | {len(alerts)} | {'; '.join(errors) or '—'} |"
+            f"{lost} | {doubled} | {len(alerts)} | {'yes' if leaked else 'no'} | "
+            f"{'; '.join(errors) or '—'} |"
         )
 
 
@@ -289,8 +297,13 @@ def key_file_missing() -> str:
         )
         unchanged = (data / "waymark.db").read_bytes() == before
         message = result.stderr.strip().splitlines()[-1][:120]
-        ok = result.returncode == 2 and unchanged and "is missing" in message
-        return f'| key file missing at start | {"pass" if ok else "FAIL"} | — | 0 | 0 | — | exit {result.returncode}, database unchanged: {unchanged}; "{message}" |'
+        leaked = TOKEN.split(":")[1] in result.stderr + result.stdout
+        ok = result.returncode == 2 and unchanged and "is missing" in message and not leaked
+        return (
+            f"| key file missing at start | {'pass' if ok else 'FAIL'} | — | 0 | 0 | — | "
+            f"{'yes' if leaked else 'no'} | exit {result.returncode}, database unchanged: "
+            f'{unchanged}; "{message}" |'
+        )
 
 
 def main() -> None:
@@ -309,9 +322,10 @@ def main() -> None:
     }
     print(f"# fault runs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(
-        "| scenario | result | screenings finished | answers lost | answers doubled | alerts sent | log (first lines) |"
+        "| scenario | result | screenings finished | answers lost | answers doubled "
+        "| alerts sent | token in log | log (first lines) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, scenario in scenarios.items():
         if args.only and args.only not in name:
             continue

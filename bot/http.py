@@ -16,6 +16,7 @@ errors (429 becomes ``RetryAfter``), and the rate limiter and retries sit above 
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -35,6 +36,10 @@ _CONNECT_MESSAGE = (
     "Pool or connect timeout: no connection to the Bot API was free or could be made in "
     "time, so the request was not sent."
 )
+
+
+#: A Bot API URL's token part, for error messages that quote the URL.
+_TOKEN_IN_URL = re.compile(r"/(file/)?bot[^/\s]*/")
 
 
 def _given(value: object, default: float | None) -> float | None:
@@ -152,15 +157,19 @@ class AiohttpRequest(BaseRequest):
                 proxy=self._proxy(url),
             ) as response:
                 return response.status, await response.read()
-        except aiohttp.ConnectionTimeoutError as err:
+        # Raised "from None": aiohttp's own errors can carry the request URL ("Connection
+        # timeout to host http://…/bot<token>/getUpdates"), and PTB logs polling errors with
+        # their traceback, so the token would reach the log.
+        except aiohttp.ConnectionTimeoutError:
             # aiohttp's "connect" covers waiting for a pooled connection and connecting: either
             # way nothing was sent, which is what a caller deciding to retry needs to know.
-            raise TimedOut(_CONNECT_MESSAGE) from err
-        except TimeoutError as err:  # aiohttp's read and total timeouts
-            raise TimedOut from err
+            raise TimedOut(_CONNECT_MESSAGE) from None
+        except TimeoutError:  # aiohttp's read and total timeouts
+            raise TimedOut from None
         except aiohttp.ClientError as err:
             # The class name too: some aiohttp errors have an empty message.
-            raise NetworkError(f"aiohttp.{type(err).__name__}: {err}") from err
+            text = _TOKEN_IN_URL.sub(r"/\1bot<token>/", str(err))
+            raise NetworkError(f"aiohttp.{type(err).__name__}: {text}") from None
 
     def _proxy(self, url: str) -> str | None:
         """The proxy the environment names for the URL's origin, looked up once per origin.
