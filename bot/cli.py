@@ -68,7 +68,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # httpx logs every request URL, and Bot API URLs contain the token.
+    # httpx, PTB's default transport, logs every request URL, and Bot API URLs contain the
+    # token. Waymark sends through aiohttp (bot/http.py), which logs none; this stays in case
+    # anything in the process uses PTB's default.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "flows":
         return _flows(args)
