@@ -6,21 +6,27 @@ one, on httpx. Waymark uses aiohttp instead, for what a busy bot pays per reques
 - httpcore, under httpx, re-examines every pooled connection on each request and each
   response (a ``poll()`` on every idle socket, and a keep-alive check that is quadratic in
   the pool's size: encode/httpcore#1035, pydantic/httpx2#1169). With 500 chats at once,
-  that bookkeeping was most of the bot's CPU, and a bare PTB bot managed 164-237 updates a
-  second; the same bare bot on this transport managed 932-987 (docs/benchmarks.md).
+  that bookkeeping was most of the bot's CPU: in the same benchmark runs a bare PTB bot
+  answered 168-243 updates a second on httpx and 603-848 on this transport
+  (docs/benchmarks.md).
 - aiohttp parses HTTP in C and keeps its idle connections in a per-host queue.
 
 Only the transport changes: PTB still builds every request, maps every status code to its
 errors (429 becomes ``RetryAfter``), and the rate limiter and retries sit above this class.
+What httpx does by default, this does too: no redirects followed, certifi's certificates,
+proxies from the environment.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import ssl
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
+import certifi
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
@@ -38,8 +44,20 @@ _CONNECT_MESSAGE = (
 )
 
 
-#: A Bot API URL's token part, for error messages that quote the URL.
-_TOKEN_IN_URL = re.compile(r"/(file/)?bot[^/\s]*/")
+#: What an error message must not carry: a bot token, in a Bot API path (``bot<id>:<secret>``,
+#: wherever the path stands in the URL) or alone (a real one has a 35-character secret), and
+#: credentials in a URL (a proxy's ``user:password@``). Host and port ("127.0.0.1:443") stay.
+_SECRETS = (
+    (re.compile(r"bot\d+:[A-Za-z0-9_-]+"), "bot<token>"),
+    (re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}"), "<token>"),
+    (re.compile(r"//[^/@\s]*@"), "//<credentials>@"),
+)
+
+
+def _scrubbed(text: str) -> str:
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _given(value: object, default: float | None) -> float | None:
@@ -52,10 +70,12 @@ def _given(value: object, default: float | None) -> float | None:
 class AiohttpRequest(BaseRequest):
     """Bot API requests over one ``aiohttp.ClientSession`` with a bounded connection pool.
 
-    Timeouts mean what they mean for ``HTTPXRequest``, as far as aiohttp allows: ``pool`` +
-    ``connect`` bound getting a connection (aiohttp's ``connect``), ``connect`` bounds the
-    TCP connect, and ``read`` bounds each wait for response bytes. aiohttp has no write
-    timeout, so the four together bound the whole request: nothing can hang for ever.
+    Timeouts, mapped onto aiohttp's: ``pool`` + ``connect`` bound getting a connection (a
+    free one from the pool, or a new one), ``connect`` bounds the TCP and TLS connect, and
+    ``read`` bounds each wait for response bytes, as with httpx. aiohttp has no write
+    timeout. A request without files fits in the socket's buffer, so its write cannot
+    stall; an upload's whole exchange is bounded instead, by the four timeouts together
+    (with ``media_write_timeout`` as the write part), so that it cannot hang for ever.
 
     Args:
         connection_pool_size: Connections kept to the Bot API at most.
@@ -93,8 +113,10 @@ class AiohttpRequest(BaseRequest):
     async def initialize(self) -> None:
         """Open the session (again, after a shutdown)."""
         if self._session is None or self._session.closed:
+            # certifi's certificates, as httpx uses: a slim image may lack the system's.
+            tls = ssl.create_default_context(cafile=certifi.where())
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size),
+                connector=aiohttp.TCPConnector(limit=self._pool_size, ssl=tls),
                 # The Bot API sets no cookies; a jar would only keep state between chats.
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
@@ -134,8 +156,10 @@ class AiohttpRequest(BaseRequest):
         connect = _given(connect_timeout, connect)
         pool = _given(pool_timeout, pool)
         parts = (read, write, connect, pool)
+        bounds = [p for p in parts if p is not None]
+        upload_bound = sum(bounds) if len(bounds) == len(parts) else None
         timeout = aiohttp.ClientTimeout(
-            total=None if None in parts else sum(p for p in parts if p is not None),
+            total=upload_bound if files else None,
             connect=None if pool is None or connect is None else pool + connect,
             sock_connect=connect,
             sock_read=read,
@@ -143,10 +167,13 @@ class AiohttpRequest(BaseRequest):
         fields = request_data.json_parameters if request_data is not None else None
         data: aiohttp.FormData | dict[str, str] | None = fields
         if files:
-            # Parameters and files in one multipart body, as httpx builds it for PTB.
-            data = aiohttp.FormData(fields or {})
+            # Parameters and files in one multipart body, as httpx builds it for PTB; names
+            # sent as given (aiohttp would percent-encode "Отчёт.csv"), and bytes as a stream,
+            # which aiohttp sends without holding the event loop.
+            data = aiohttp.FormData(fields or {}, quote_fields=False)
             for name, (filename, content, mime) in files.items():
-                data.add_field(name, content, filename=filename, content_type=mime)
+                stream = io.BytesIO(content) if isinstance(content, bytes) else content
+                data.add_field(name, stream, filename=filename, content_type=mime)
         try:
             async with session.request(
                 method,
@@ -155,11 +182,13 @@ class AiohttpRequest(BaseRequest):
                 headers={"User-Agent": self.USER_AGENT},
                 timeout=timeout,
                 proxy=self._proxy(url),
+                # The Bot API does not redirect; httpx (PTB's default) never follows one.
+                allow_redirects=False,
             ) as response:
                 return response.status, await response.read()
         # Raised "from None": aiohttp's own errors can carry the request URL ("Connection
-        # timeout to host http://…/bot<token>/getUpdates"), and PTB logs polling errors with
-        # their traceback, so the token would reach the log.
+        # timeout to host http://…/bot<token>/getUpdates") or a proxy's password, and PTB
+        # logs polling errors with their traceback, so they would reach the log.
         except aiohttp.ConnectionTimeoutError:
             # aiohttp's "connect" covers waiting for a pooled connection and connecting: either
             # way nothing was sent, which is what a caller deciding to retry needs to know.
@@ -168,8 +197,7 @@ class AiohttpRequest(BaseRequest):
             raise TimedOut from None
         except aiohttp.ClientError as err:
             # The class name too: some aiohttp errors have an empty message.
-            text = _TOKEN_IN_URL.sub(r"/\1bot<token>/", str(err))
-            raise NetworkError(f"aiohttp.{type(err).__name__}: {text}") from None
+            raise NetworkError(f"aiohttp.{type(err).__name__}: {_scrubbed(str(err))}") from None
 
     def _proxy(self, url: str) -> str | None:
         """The proxy the environment names for the URL's origin, looked up once per origin.

@@ -58,14 +58,22 @@ async def test_calls_and_uploads_reach_the_bot_api_as_sent(fake_bot_api: FakeBot
     request = AiohttpRequest()
     async with _bot(fake_bot_api.base_url.removesuffix("/bot"), request) as bot:
         sent = await bot.send_message(CHAT, "<b>Ständig</b> — صباح", parse_mode="HTML")
-        document = await bot.send_document(CHAT, b"code,count\nQ1,3\n", filename="digest.csv")
+        document = await bot.send_document(
+            CHAT, b"code,count\nQ1,3\n", filename="Отчёт за неделю.csv", caption="n=3"
+        )
     assert sent.text == "Ständig — صباح"
     assert document.document is not None
-    assert document.document.file_name == "digest.csv"
+    # The name as given: aiohttp's default would percent-encode it.
+    assert document.document.file_name == "Отчёт за неделю.csv"
     (upload,) = fake_bot_api.calls_of("sendDocument")
     part = upload["document"]
     assert isinstance(part, UploadedFile)
-    assert part.data == b"code,count\nQ1,3\n"
+    assert (part.filename, part.content_type, part.data) == (
+        "Отчёт за неделю.csv",
+        "text/csv",
+        b"code,count\nQ1,3\n",
+    )
+    assert upload["caption"] == "n=3"  # parameters travel in the same multipart body
     assert fake_bot_api.violations == []
 
 
@@ -221,3 +229,107 @@ async def test_the_environment_s_proxy_is_used_unless_no_proxy_names_the_host(
         await proxy.wait_closed()
     assert via_proxy["username"] == "p_bot"
     assert seen == [f"POST {target} HTTP/1.1".encode()]
+
+
+async def test_a_long_poll_waits_its_own_timeout_on_top_of_the_read_timeout(stalled: str) -> None:
+    """PTB adds getUpdates' ``timeout`` to the transport's ``read_timeout``."""
+    request = AiohttpRequest(read_timeout=0.5)
+    # Not initialized as a whole: that would call getMe, which the server never answers.
+    bot = Bot(TOKEN, base_url=f"{stalled}/bot", request=request, get_updates_request=request)
+    await request.initialize()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimedOut):
+            await bot.get_updates(timeout=1)
+        waited = time.monotonic() - started
+    finally:
+        await request.shutdown()
+    assert 1.4 <= waited < 5
+
+
+async def test_a_redirect_is_not_followed() -> None:
+    """As with httpx: the Bot API never redirects, so a redirect is an error, sent once."""
+    seen: list[bytes] = []
+
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        seen.append(head.split(b"\r\n")[0])
+        writer.write(
+            b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    request = AiohttpRequest()
+    await request.initialize()
+    try:
+        with pytest.raises(NetworkError, match="302"):
+            await request.post(f"http://127.0.0.1:{port}/bot{TOKEN}/getMe")
+    finally:
+        await request.shutdown()
+        server.close()
+        await server.wait_closed()
+    assert seen == [f"POST /bot{TOKEN}/getMe HTTP/1.1".encode()]
+
+
+async def test_a_proxy_refusal_names_neither_the_token_nor_the_proxy_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiohttp's message quotes the proxy URL, password included; the error must not."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://waymark:s3cret-pw@127.0.0.1:{port}")
+    request = AiohttpRequest()
+    await request.initialize()
+    try:
+        with pytest.raises(NetworkError, match="407") as caught:
+            await request.post(f"https://api.invalid/bot{TOKEN}/getMe")
+    finally:
+        await request.shutdown()
+        proxy.close()
+        await proxy.wait_closed()
+    logged = _logged(caught.value)
+    assert "s3cret-pw" not in logged
+    assert TOKEN not in logged
+
+
+async def test_a_misconfigured_url_is_reported_without_the_token() -> None:
+    """aiohttp quotes an invalid URL whole; a mistyped base URL must not log the token."""
+    request = AiohttpRequest()
+    await request.initialize()
+    try:
+        with pytest.raises(NetworkError, match="InvalidUrlClientError") as caught:
+            await request.post(f"http://127.0.0.1:99999/bot{TOKEN}/getMe")
+    finally:
+        await request.shutdown()
+    logged = _logged(caught.value)
+    assert "bot<token>/getMe" in logged  # the rest of the URL stays, to find the mistake
+    assert TOKEN not in logged
+
+
+async def test_a_large_upload_is_streamed(fake_bot_api: FakeBotAPI) -> None:
+    """Bytes over 1 MB go as a stream: aiohttp warns that sending them raw holds the event
+    loop, and the test suite runs with warnings as errors."""
+    fake_bot_api.register_chat(CHAT, "private")
+    payload = bytes(range(256)) * 8192  # 2 MiB
+    async with _bot(fake_bot_api.base_url.removesuffix("/bot"), AiohttpRequest()) as bot:
+        await bot.send_document(CHAT, payload, filename="export.bin")
+    (upload,) = fake_bot_api.calls_of("sendDocument")
+    assert upload["document"].data == payload
