@@ -7,7 +7,7 @@ one, on httpx. Waymark uses aiohttp instead, for what a busy bot pays per reques
   response (a ``poll()`` on every idle socket, and a keep-alive check that is quadratic in
   the pool's size: encode/httpcore#1035, pydantic/httpx2#1169). With 500 chats at once,
   that bookkeeping was most of the bot's CPU: in the same benchmark runs a bare PTB bot
-  answered 168-243 updates a second on httpx and 603-848 on this transport
+  answered 134-243 updates a second on httpx and 603-848 on this transport
   (docs/benchmarks.md).
 - aiohttp parses HTTP in C and keeps its idle connections in a per-host queue.
 
