@@ -36,6 +36,8 @@ from tests.fakes.telegram_api import FakeBotAPI
 from tests.helpers import seed_team
 
 TOKEN = "123456:FAULTS"
+#: The token's secret part: it must appear nowhere in a bot's log.
+SECRET = TOKEN.split(":")[1]
 SUPERVISOR = 700
 PG = os.environ.get(
     "WAYMARK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -167,7 +169,7 @@ class Scenario:
         )[:4]
         lost = len(self.chats) - complete
         # The whole log, tracebacks included: the bot token must not appear anywhere in it.
-        leaked = TOKEN.split(":")[1] in log
+        leaked = SECRET in log
         ok = (
             lost == 0
             and doubled == 0
@@ -297,7 +299,7 @@ def key_file_missing() -> str:
         )
         unchanged = (data / "waymark.db").read_bytes() == before
         message = result.stderr.strip().splitlines()[-1][:120]
-        leaked = TOKEN.split(":")[1] in result.stderr + result.stdout
+        leaked = SECRET in result.stderr + result.stdout
         ok = result.returncode == 2 and unchanged and "is missing" in message and not leaked
         return (
             f"| key file missing at start | {'pass' if ok else 'FAIL'} | — | 0 | 0 | — | "

@@ -487,6 +487,11 @@ def summary(result: Result) -> dict[str, float]:
     }
 
 
+def ratio_cells(value: float, floors: list[float]) -> str:
+    """The table cells of ``value`` against each floor, in the floors' order."""
+    return "".join(f"{value / floor:.2f}× | " for floor in floors)
+
+
 def check_updates(spec: BotApiSpec, updates: Updates) -> None:
     """The updates the driver built must be ones Telegram could send (as FakeBotAPI.inject
     checks them); checked after the clock stops."""
@@ -577,7 +582,7 @@ async def main() -> None:
             best = {k: min(v, key=lambda r: r["median_ms"]) for k, v in summaries.items()}
             for name in bots:
                 r = best[name]
-                ratios = "".join(f"{r['median_ms'] / best[f]['median_ms']:.2f}× | " for f in floors)
+                ratios = ratio_cells(r["median_ms"], [best[f]["median_ms"] for f in floors])
                 print(
                     f"| {users} | {name} | {int(r['updates'])} | {r['per_s']:.0f} | "
                     f"{r['median_ms']:.1f} | {r['p99_ms']:.1f} | {ratios}"
@@ -595,7 +600,7 @@ async def main() -> None:
             if "waymark" in pooled:
                 mine = pooled["waymark"]
                 median = statistics.median(mine)
-                ratios = "".join(f"{median / statistics.median(pooled[f]):.2f}× | " for f in floors)
+                ratios = ratio_cells(median, [statistics.median(pooled[f]) for f in floors])
                 print(
                     f"| {users} | waymark, {args.rounds} rounds pooled | {len(mine)} | — | "
                     f"{1000 * median:.1f} | {1000 * mine[int(0.99 * (len(mine) - 1))]:.1f} | "

@@ -8,10 +8,12 @@ it sees from its own httpx transport (TimedOut, NetworkError, RetryAfter).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import traceback
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from telegram import Bot
@@ -31,6 +33,50 @@ def _logged(error: BaseException) -> str:
 
 def _bot(base: str, request: AiohttpRequest) -> Bot:
     return Bot(TOKEN, base_url=f"{base}/bot", request=request, get_updates_request=request)
+
+
+async def failure(
+    url: str,
+    error: type[Exception],
+    match: str | None,
+    request: AiohttpRequest | None = None,
+    **kw: Any,
+) -> Exception:
+    """Post once through a transport of its own, which must raise ``error``; return it."""
+    request = request or AiohttpRequest()
+    await request.initialize()
+    try:
+        with pytest.raises(error, match=match) as caught:
+            await request.post(url, **kw)
+    finally:
+        await request.shutdown()
+    return caught.value
+
+
+@contextlib.asynccontextmanager
+async def answering(response: bytes) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A loopback server that reads each request and sends ``response``, then hangs up.
+
+    Yields its port and the request lines it saw, in order.
+    """
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        for line in head.lower().split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                await reader.readexactly(int(line.split(b":")[1]))
+        seen.append(head.split(b"\r\n")[0])
+        writer.write(response)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], seen
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.fixture
@@ -109,27 +155,18 @@ async def test_a_refused_connection_is_a_network_error() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     # Nothing listens on the port now.
-    request = AiohttpRequest()
-    await request.initialize()
-    try:
-        with pytest.raises(NetworkError, match=r"aiohttp\.ClientConnectorError") as caught:
-            await request.post(f"http://127.0.0.1:{port}/bot{TOKEN}/getMe")
-        assert TOKEN not in _logged(caught.value)
-    finally:
-        await request.shutdown()
+    url = f"http://127.0.0.1:{port}/bot{TOKEN}/getMe"
+    refused = await failure(url, NetworkError, r"aiohttp\.ClientConnectorError")
+    assert TOKEN not in _logged(refused)
 
 
 async def test_a_silent_server_times_out_after_the_read_timeout(stalled: str) -> None:
+    started = time.monotonic()
+    # The call's own timeout wins over the default of 30 s.
     request = AiohttpRequest(read_timeout=30)
-    await request.initialize()
-    try:
-        started = time.monotonic()
-        with pytest.raises(TimedOut):
-            # The call's own timeout wins over the default of 30 s.
-            await request.post(f"{stalled}/bot{TOKEN}/getMe", read_timeout=0.3)
-        waited = time.monotonic() - started
-    finally:
-        await request.shutdown()
+    async with asyncio.timeout(5):  # a transport that ignores it fails here, not hangs
+        await failure(f"{stalled}/bot{TOKEN}/getMe", TimedOut, None, request, read_timeout=0.3)
+    waited = time.monotonic() - started
     assert 0.3 <= waited < 5
 
 
@@ -180,27 +217,15 @@ async def test_the_environment_s_proxy_is_used_unless_no_proxy_names_the_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """HTTP(S)_PROXY and NO_PROXY are honoured, as PTB's httpx transport honours them."""
-    seen: list[bytes] = []
     body = b'{"ok":true,"result":{"id":1,"is_bot":true,"first_name":"P","username":"p_bot"}}'
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
-        seen.append(head.split(b"\r\n")[0])
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-        writer.close()
-
-    proxy = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = proxy.sockets[0].getsockname()[1]
+    ok = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
     # The origin the bot asks for does not exist: only the proxy can answer.
     target = f"http://api.invalid/bot{TOKEN}/getMe"
-    try:
+    async with answering(ok) as (port, seen):
         for name in (
             "NO_PROXY",
             "no_proxy",
@@ -224,9 +249,6 @@ async def test_the_environment_s_proxy_is_used_unless_no_proxy_names_the_host(
                 await request.post(target)
         finally:
             await request.shutdown()
-    finally:
-        proxy.close()
-        await proxy.wait_closed()
     assert via_proxy["username"] == "p_bot"
     assert seen == [f"POST {target} HTTP/1.1".encode()]
 
@@ -240,7 +262,8 @@ async def test_a_long_poll_waits_its_own_timeout_on_top_of_the_read_timeout(stal
     try:
         started = time.monotonic()
         with pytest.raises(TimedOut):
-            await bot.get_updates(timeout=1)
+            async with asyncio.timeout(5):  # fails, rather than hangs, if the bound is lost
+                await bot.get_updates(timeout=1)
         waited = time.monotonic() - started
     finally:
         await request.shutdown()
@@ -249,31 +272,12 @@ async def test_a_long_poll_waits_its_own_timeout_on_top_of_the_read_timeout(stal
 
 async def test_a_redirect_is_not_followed() -> None:
     """As with httpx: the Bot API never redirects, so a redirect is an error, sent once."""
-    seen: list[bytes] = []
-
-    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
-        seen.append(head.split(b"\r\n")[0])
-        writer.write(
-            b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    request = AiohttpRequest()
-    await request.initialize()
-    try:
-        with pytest.raises(NetworkError, match="302"):
-            await request.post(f"http://127.0.0.1:{port}/bot{TOKEN}/getMe")
-    finally:
-        await request.shutdown()
-        server.close()
-        await server.wait_closed()
+    found = (
+        b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    async with answering(found) as (port, seen):
+        await failure(f"http://127.0.0.1:{port}/bot{TOKEN}/getMe", NetworkError, "302")
     assert seen == [f"POST /bot{TOKEN}/getMe HTTP/1.1".encode()]
 
 
@@ -281,45 +285,24 @@ async def test_a_proxy_refusal_names_neither_the_token_nor_the_proxy_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """aiohttp's message quotes the proxy URL, password included; the error must not."""
-
-    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        await writer.drain()
-        writer.close()
-
-    proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
-    port = proxy.sockets[0].getsockname()[1]
+    refusal = (
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n\r\n"
+    )
     for name in ("NO_PROXY", "no_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://waymark:s3cret-pw@127.0.0.1:{port}")
-    request = AiohttpRequest()
-    await request.initialize()
-    try:
-        with pytest.raises(NetworkError, match="407") as caught:
-            await request.post(f"https://api.invalid/bot{TOKEN}/getMe")
-    finally:
-        await request.shutdown()
-        proxy.close()
-        await proxy.wait_closed()
-    logged = _logged(caught.value)
+    async with answering(refusal) as (port, _):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://waymark:s3cret-pw@127.0.0.1:{port}")
+        refused = await failure(f"https://api.invalid/bot{TOKEN}/getMe", NetworkError, "407")
+    logged = _logged(refused)
     assert "s3cret-pw" not in logged
     assert TOKEN not in logged
 
 
 async def test_a_misconfigured_url_is_reported_without_the_token() -> None:
     """aiohttp quotes an invalid URL whole; a mistyped base URL must not log the token."""
-    request = AiohttpRequest()
-    await request.initialize()
-    try:
-        with pytest.raises(NetworkError, match="InvalidUrlClientError") as caught:
-            await request.post(f"http://127.0.0.1:99999/bot{TOKEN}/getMe")
-    finally:
-        await request.shutdown()
-    logged = _logged(caught.value)
+    url = f"http://127.0.0.1:99999/bot{TOKEN}/getMe"
+    logged = _logged(await failure(url, NetworkError, "InvalidUrlClientError"))
     assert "bot<token>/getMe" in logged  # the rest of the URL stays, to find the mistake
     assert TOKEN not in logged
 
