@@ -8,13 +8,16 @@ read-then-write transactions cannot deadlock on lock upgrade), ``secure_delete=F
 
 from __future__ import annotations
 
+import select
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
+from psycopg.pq import ConnStatus
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 
 from storage.errors import DatabaseUnavailable
 
@@ -46,7 +49,55 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # statement on a connection after a few uses) and the idle rest can time out.
     kwargs.setdefault("pool_use_lifo", True)
     kwargs.setdefault("max_overflow", 40)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _postgres_setup(engine)
+    return engine
+
+
+def _postgres_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # Instead of SQLAlchemy's pre-ping, which spends a round trip to the server on every
+        # checkout (one of the five a button press used to make): a pooled connection is
+        # idle, so the server has nothing to say on it unless it ended the session (a
+        # restart, an administrator's pg_terminate_backend, a crash). Then its socket is
+        # readable (the termination notice, or end of file) and the connection is
+        # discarded; SQLAlchemy's pool opens a fresh one in its place (its documented
+        # "pessimistic" disconnect handling by a checkout event). A path that vanished
+        # without a word (no end of file) is not seen here; a ping would hang on it too,
+        # and the first statement's error discards the connection (storage.prepared).
+        if not idle_and_open(dbapi_connection):
+            raise DisconnectionError("the server ended this pooled connection")
+
+
+def idle_and_open(dbapi_connection: Any) -> bool:
+    """Whether a pooled psycopg connection is open and the server has sent nothing on it.
+
+    No round trip: it looks at libpq's status and polls the socket without waiting. A
+    connection that cannot be checked counts as not open.
+    """
+    pgconn = dbapi_connection.pgconn
+    if dbapi_connection.closed or pgconn.status != ConnStatus.OK:
+        return False
+    try:
+        return not readable(pgconn.socket)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return False
+
+
+def readable(fd: int) -> bool:
+    """Whether a socket has something to read (or has been closed), without waiting.
+
+    ``poll`` where the platform has it: ``select`` cannot take a descriptor numbered 1024
+    or more, which a busy worker's database sockets can be (httpcore checks its pooled
+    connections the same way, for the same reason).
+    """
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    ready, _, _ = select.select([fd], [], [], 0)  # platforms without poll
+    return bool(ready)
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -12,6 +12,10 @@ dialect, converts every value with the column types' own bind and result process
 manages the pool and the transaction, and its exception classes and disconnect handling
 apply. Only the execution call is the driver's own. Nothing here sees plaintext: the
 values are ciphertext, ids and timestamps.
+
+On PostgreSQL the statements of a press also travel together (``batch``, psycopg's
+pipeline mode), with the transaction's BEGIN and COMMIT among them (``transaction``,
+``queue_commit``): a press's transaction is two round trips.
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ class Prepared:
         assert driver is not None
         cursor = driver.cursor()
         with translated(conn, self.sql, args):
+            if conn.info.pop(_BEGIN_PENDING, False):
+                # The transaction's BEGIN goes ahead of its first statement (``transaction``).
+                driver.execute("BEGIN")
             try:
                 cursor.execute(self.sql, args)
             except BaseException:
@@ -135,6 +142,81 @@ def translated(conn: Connection, sql: str | None, args: Any) -> Iterator[None]:
             connection_invalidated=lost,
             dialect=dialect,
         ) from exc
+
+
+#: Set on a connection (``Connection.info``) whose explicit BEGIN is still to be sent.
+_BEGIN_PENDING = "waymark_begin_pending"
+#: Set on a connection inside ``transaction`` on PostgreSQL: BEGIN and COMMIT are ours.
+_EXPLICIT = "waymark_explicit"
+
+
+@contextmanager
+def transaction(conn: Connection) -> Iterator[None]:
+    """A transaction on ``conn`` whose BEGIN travels with its first statement.
+
+    psycopg starts a transaction by sending BEGIN and waiting for the answer, in a round
+    trip of its own, in pipeline mode too (it syncs the pipeline after it): one of the
+    five round trips a button press made on PostgreSQL (tests/storage/test_round_trips.py
+    counts them on the wire). Here the driver runs in autocommit mode for the
+    transaction's length, so it starts none itself, and the first statement sent through
+    ``Prepared.send`` is preceded by an explicit BEGIN, queued with it (inside ``batch``,
+    with the whole first batch). The transaction ends as usual through SQLAlchemy, whose
+    commit and rollback psycopg sends whenever a transaction is open, autocommit or not
+    (or earlier, by ``queue_commit``). Afterwards the connection is out of autocommit
+    again, as the pool expects. Elsewhere (SQLite) this is ``conn.begin()``.
+
+    The first statement must go through ``Prepared.send``: a statement run another way
+    before it would run outside the transaction.
+    """
+    driver = conn.connection.driver_connection
+    if getattr(driver, "pipeline", None) is None:
+        with conn.begin():
+            yield
+        return
+    assert driver is not None
+    driver.autocommit = True
+    conn.info[_BEGIN_PENDING] = conn.info[_EXPLICIT] = True
+    try:
+        with conn.begin():
+            yield
+    finally:
+        conn.info.pop(_BEGIN_PENDING, None)
+        conn.info.pop(_EXPLICIT, None)
+        if not conn.invalidated:
+            try:
+                driver.autocommit = False
+            except _driver_error(conn):
+                # Still in a transaction that neither committed nor rolled back: the
+                # connection cannot be trusted with the next one.
+                conn.invalidate()
+
+
+def queue_commit(conn: Connection) -> bool:
+    """Send the transaction's COMMIT with the statements of the current ``batch``.
+
+    Inside ``transaction`` on PostgreSQL, COMMIT is then one more statement of the batch,
+    in its one round trip, instead of a round trip of its own after it. The server runs it
+    only if every statement before it succeeded: after an error it skips the rest of the
+    batch, the error is raised when the batch ends, and the transaction is rolled back as
+    usual. So whatever must stop the commit has to fail in SQL, not in a check made after
+    the batch. The transaction's own commit then finds nothing left to do.
+
+    Returns:
+        Whether COMMIT was sent; False elsewhere (SQLite), where the transaction commits
+        as usual.
+    """
+    if not conn.info.get(_EXPLICIT):
+        return False
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with translated(conn, "COMMIT", None):
+        driver.execute("COMMIT")
+    return True
+
+
+def _driver_error(conn: Connection) -> type[Exception]:
+    """The driver's base exception class."""
+    return cast(type[Exception], conn.dialect.loaded_dbapi.Error)
 
 
 @contextmanager

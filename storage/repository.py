@@ -16,9 +16,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Dialect, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import BindParameter
 
@@ -36,7 +47,7 @@ from storage.models import (
     Profile,
     SessionRow,
 )
-from storage.prepared import Prepared, batch
+from storage.prepared import Prepared, batch, queue_commit, transaction
 
 _VERIFIER = "key_verifier"
 #: How long an update claim is kept: Telegram redelivers for at most a day.
@@ -181,6 +192,12 @@ _SESSION_WRITE = (
         updated_at=_NOW,
     )
 )
+# PostgreSQL: the same write, failing (division by zero, SQLSTATE 22012) when it changes no
+# row, so that a COMMIT sent with it (``prepared.queue_commit``) does not run.
+_SESSION_WRITE_CHECKED = select(
+    literal(1) // func.count()  # integer division: 1 / count(*)
+).select_from(_SESSION_WRITE.returning(SessionRow.id).cte("written"))
+_VERSION_MISSED = "22012"
 _CLAIM = insert(ProcessedUpdate).values(key=bindparam("key"), expires_at=bindparam("expires_at"))
 _ANSWER_DROP = delete(AnswerRow).where(
     AnswerRow.session_id == bindparam("sid"), AnswerRow.slot == bindparam("name")
@@ -211,6 +228,10 @@ class _Hot:
         self.session = Prepared(_SESSION_FOR_UPDATE, dialect)
         self.claim = Prepared(_CLAIM, dialect)
         self.write = Prepared(_SESSION_WRITE, dialect)
+        # A data-modifying WITH is PostgreSQL's (SQLite checks the row count instead).
+        self.write_checked = (
+            Prepared(_SESSION_WRITE_CHECKED, dialect) if dialect.name == "postgresql" else None
+        )
         self.answer = Prepared(_answer_upsert(dialect.name), dialect)
         self.drop = Prepared(_ANSWER_DROP, dialect)
 
@@ -252,11 +273,11 @@ class Store:
             if lease is not None and lease.connection is not None:
                 # The connection that holds (or will hold) the chat's lock carries the
                 # transaction too; a lazy lease takes its lock with the first statements
-                # (``step``).
-                with lease.connection.begin():
+                # (``step``). Its BEGIN goes with the first statements too (``transaction``).
+                with transaction(lease.connection):
                     yield lease.connection
             else:
-                with self.engine.begin() as conn:
+                with self.engine.connect() as conn, transaction(conn):
                     yield conn
 
     @contextmanager
@@ -507,48 +528,43 @@ class Store:
         hot = self._hot
         version = record.version + 1
         state_ct = crypto.seal(dek, plan.state, table="sessions", row=record.id, column="state")
-        # Sent together (one round trip on PostgreSQL), run in this order.
-        with batch(conn):
-            if plan.claim is not None:
-                # First: a duplicate update fails here, before anything else is written.
-                hot.claim.send(conn, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
-            written = hot.write.send(
-                conn,
-                {
-                    "sid": record.id,
-                    "expected": record.version,
-                    "now": now,
-                    "state_ct": state_ct,
-                    "new_status": plan.status,
-                    "new_version": version,
-                },
-            )
-            for change in plan.answers:
-                name = crypto.slot(dek, change.name)
-                if change.drop:
-                    hot.drop.send(conn, {"sid": record.id, "name": name})
-                    continue
-                # The answer's name travels inside the ciphertext; the slot alone is opaque.
-                value_ct = crypto.seal(
-                    dek,
-                    {"name": change.name, "value": change.value},
-                    table="answers",
-                    row=f"{record.id}/{name}",
-                    column="value",
-                )
-                hot.answer.send(
+        writes = list(plan.writes)
+        # On PostgreSQL, when nothing is written through the ORM afterwards, COMMIT goes to
+        # the server with the writes: one round trip for the lot. The version check is then
+        # the server's (the checked write fails on a miss, and the COMMIT after it is
+        # skipped); elsewhere it is the row count's, after the batch.
+        checked = hot.write_checked if not writes else None
+        try:
+            # Sent together (one round trip on PostgreSQL), run in this order.
+            with batch(conn):
+                if plan.claim is not None:
+                    # First: a duplicate update fails here, before anything else is written.
+                    hot.claim.send(conn, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
+                written = (checked or hot.write).send(
                     conn,
                     {
-                        "session_id": record.id,
-                        "slot": name,
-                        "value_ct": value_ct,
-                        "expires_at": record.expires_at,
+                        "sid": record.id,
+                        "expected": record.version,
+                        "now": now,
+                        "state_ct": state_ct,
+                        "new_status": plan.status,
+                        "new_version": version,
                     },
                 )
-        if Prepared.count(written) != 1:
+                for change in plan.answers:
+                    self._send_answer(conn, record, dek, change)
+                if checked is not None:
+                    queue_commit(conn)
+        except DBAPIError as exc:
+            if checked is not None and getattr(exc.orig, "sqlstate", None) == _VERSION_MISSED:
+                # Nothing is committed: the transaction rolls back with this error.
+                raise Conflict(f"session {record.id} changed or expired") from None
+            raise
+        if checked is not None:
+            written.close()
+        elif Prepared.count(written) != 1:
             # Nothing is committed: the transaction rolls back with this error.
             raise Conflict(f"session {record.id} changed or expired")
-        writes = list(plan.writes)
         if writes:
             # Alerts and counts are written through the ORM, in a savepoint of this same
             # transaction (only when a flow ends, so the hot path stays plain).
@@ -559,6 +575,32 @@ class Store:
                     write(db)
                 db.commit()
         return version
+
+    def _send_answer(
+        self, conn: Connection, record: SessionRecord, dek: bytes, change: AnswerChange
+    ) -> None:
+        """Queue one kept or dropped answer of a step (inside ``_write_step``'s batch)."""
+        name = crypto.slot(dek, change.name)
+        if change.drop:
+            self._hot.drop.send(conn, {"sid": record.id, "name": name})
+            return
+        # The answer's name travels inside the ciphertext; the slot alone is opaque.
+        value_ct = crypto.seal(
+            dek,
+            {"name": change.name, "value": change.value},
+            table="answers",
+            row=f"{record.id}/{name}",
+            column="value",
+        )
+        self._hot.answer.send(
+            conn,
+            {
+                "session_id": record.id,
+                "slot": name,
+                "value_ct": value_ct,
+                "expires_at": record.expires_at,
+            },
+        )
 
     def answers(self, session_id: str, *, now: datetime) -> dict[str, Any]:
         """The kept answers of a session, by name (empty if expired)."""
