@@ -9,6 +9,7 @@ read-then-write transactions cannot deadlock on lock upgrade), ``secure_delete=F
 from __future__ import annotations
 
 import select
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,30 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg.pq import ConnStatus
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InvalidatePoolError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from storage.errors import DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: A pooled connection idle for longer than this is pinged at checkout (``make_engine``).
+PING_IDLE_AFTER = 30.0
+_IDLE_SINCE = "waymark_idle_since"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, ping_idle_after: float = PING_IDLE_AFTER, **kwargs: Any) -> Engine:
     """Create an engine with Waymark's connection settings.
 
     Args:
         url: A SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://…``).
+        ping_idle_after: PostgreSQL (psycopg): seconds a pooled connection may have been
+            idle before a checkout pings it (one round trip); below that, a check without
+            a round trip (``idle_and_open``).
         **kwargs: Passed to ``create_engine``.
 
     Returns:
@@ -49,25 +61,41 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # statement on a connection after a few uses) and the idle rest can time out.
     kwargs.setdefault("pool_use_lifo", True)
     kwargs.setdefault("max_overflow", 40)
+    if make_url(url).get_driver_name() != "psycopg":
+        # Another driver (psycopg2, pg8000): SQLAlchemy's pre-ping, as before.
+        return create_engine(url, pool_pre_ping=True, **kwargs)
     engine = create_engine(url, **kwargs)
-    _postgres_setup(engine)
+    _postgres_setup(engine, ping_idle_after)
     return engine
 
 
-def _postgres_setup(engine: Engine) -> None:
+def _postgres_setup(engine: Engine, ping_idle_after: float) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
     @event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         # Instead of SQLAlchemy's pre-ping, which spends a round trip to the server on every
         # checkout (one of the five a button press used to make): a pooled connection is
         # idle, so the server has nothing to say on it unless it ended the session (a
         # restart, an administrator's pg_terminate_backend, a crash). Then its socket is
         # readable (the termination notice, or end of file) and the connection is
         # discarded; SQLAlchemy's pool opens a fresh one in its place (its documented
-        # "pessimistic" disconnect handling by a checkout event). A path that vanished
-        # without a word (no end of file) is not seen here; a ping would hang on it too,
-        # and the first statement's error discards the connection (storage.prepared).
+        # "pessimistic" disconnect handling by a checkout event).
         if not idle_and_open(dbapi_connection):
             raise DisconnectionError("the server ended this pooled connection")
+        # A connection can also die without a word: the server's host rebooted, or a NAT or
+        # load balancer forgot the idle flow (the client learns it only when it sends). That
+        # takes time, so a connection idle for long is pinged, as pre-ping would; a busy
+        # bot's connections are back in use within milliseconds and are not.
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is not None and time.monotonic() - idle_since > ping_idle_after:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except psycopg.Error as exc:
+                # As pre-ping does: the others that waited as long are suspect too.
+                raise InvalidatePoolError(f"a ping failed: {type(exc).__name__}") from None
 
 
 def idle_and_open(dbapi_connection: Any) -> bool:

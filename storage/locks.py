@@ -84,6 +84,11 @@ class Lease:
         conn, self.connection = self.connection, None
         if conn is None:
             return
+        if conn.invalidated:
+            # Its database session has ended, and the lock with it. (Going on would check
+            # out a new connection, and unlock there a lock it never held.)
+            conn.close()
+            return
         try:
             if conn.in_transaction():
                 conn.rollback()

@@ -76,9 +76,13 @@ class Prepared:
         assert driver is not None
         cursor = driver.cursor()
         with translated(conn, self.sql, args):
-            if conn.info.pop(_BEGIN_PENDING, False):
+            info = conn.info
+            if info.pop(_BEGIN_PENDING, False):
                 # The transaction's BEGIN goes ahead of its first statement (``transaction``).
                 driver.execute("BEGIN")
+            elif _COMMITTED in info:
+                # The server would run it outside any transaction, in autocommit.
+                raise RuntimeError("the transaction was committed with its last batch")
             try:
                 cursor.execute(self.sql, args)
             except BaseException:
@@ -148,6 +152,8 @@ def translated(conn: Connection, sql: str | None, args: Any) -> Iterator[None]:
 _BEGIN_PENDING = "waymark_begin_pending"
 #: Set on a connection inside ``transaction`` on PostgreSQL: BEGIN and COMMIT are ours.
 _EXPLICIT = "waymark_explicit"
+#: Set once ``queue_commit`` has sent COMMIT: no statement may follow in the transaction.
+_COMMITTED = "waymark_committed"
 
 
 @contextmanager
@@ -169,26 +175,42 @@ def transaction(conn: Connection) -> Iterator[None]:
     before it would run outside the transaction.
     """
     driver = conn.connection.driver_connection
-    if getattr(driver, "pipeline", None) is None:
+    if not _may_begin_explicitly(driver):
         with conn.begin():
             yield
         return
     assert driver is not None
+    # Kept from here on: once the connection is invalidated, ``conn.info`` would check out
+    # a new one (and wait for the server, which may be the very thing that failed).
+    info = conn.info
     driver.autocommit = True
-    conn.info[_BEGIN_PENDING] = conn.info[_EXPLICIT] = True
+    info[_BEGIN_PENDING] = info[_EXPLICIT] = True
     try:
         with conn.begin():
             yield
     finally:
-        conn.info.pop(_BEGIN_PENDING, None)
-        conn.info.pop(_EXPLICIT, None)
-        if not conn.invalidated:
+        for key in (_BEGIN_PENDING, _EXPLICIT, _COMMITTED):
+            info.pop(key, None)
+        if not conn.invalidated and not driver.closed:
             try:
                 driver.autocommit = False
             except _driver_error(conn):
                 # Still in a transaction that neither committed nor rolled back: the
                 # connection cannot be trusted with the next one.
                 conn.invalidate()
+
+
+def _may_begin_explicitly(driver: Any) -> bool:
+    # psycopg 3 (pipeline mode), with the server's default transaction characteristics: a
+    # plain BEGIN would drop an isolation level, read-only or deferrable setting that
+    # psycopg itself would have put into its own BEGIN, so with one of those, psycopg
+    # begins as usual (in a round trip of its own).
+    return (
+        getattr(driver, "pipeline", None) is not None
+        and driver.isolation_level is None
+        and driver.read_only is None
+        and driver.deferrable is None
+    )
 
 
 def queue_commit(conn: Connection) -> bool:
@@ -199,7 +221,8 @@ def queue_commit(conn: Connection) -> bool:
     only if every statement before it succeeded: after an error it skips the rest of the
     batch, the error is raised when the batch ends, and the transaction is rolled back as
     usual. So whatever must stop the commit has to fail in SQL, not in a check made after
-    the batch. The transaction's own commit then finds nothing left to do.
+    the batch. The transaction's own commit then finds nothing left to do, and no statement
+    may follow (``Prepared.send`` refuses one: it would run in autocommit).
 
     Returns:
         Whether COMMIT was sent; False elsewhere (SQLite), where the transaction commits
@@ -211,6 +234,7 @@ def queue_commit(conn: Connection) -> bool:
     assert driver is not None
     with translated(conn, "COMMIT", None):
         driver.execute("COMMIT")
+    conn.info[_COMMITTED] = True
     return True
 
 

@@ -13,6 +13,7 @@ import os
 import resource
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +22,15 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, func, text
+from sqlalchemy import select as sql_select
 from sqlalchemy.pool import NullPool
 
 from storage.crypto import KeyRing
 from storage.db import make_engine, migrate, readable
+from storage.errors import DatabaseUnavailable
 from storage.locks import lease
+from storage.prepared import Prepared, batch, queue_commit, transaction
 from storage.repository import AnswerChange, SessionRecord, StepPlan, Store
 from tests.conftest import T0
 
@@ -42,7 +46,14 @@ class Relay:
         self._last: dict[int, str] = {}
         self._trips = 0
         self._closing = False
+        self._generation = 0
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def forget(self) -> None:
+        """Forget every open flow, as a NAT or load balancer does after an idle timeout:
+        nothing is said to either side, and the client's next send is answered with a
+        reset."""
+        self._generation += 1
 
     def _accept(self) -> None:
         while not self._closing:
@@ -55,10 +66,17 @@ class Relay:
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
         key = client.fileno()
+        generation = self._generation
         with client, server:
             while True:
-                ready, _, _ = select.select([client, server], [], [])
+                ready, _, _ = select.select([client, server], [], [], 0.05)
                 for side in ready:
+                    if side is client and generation != self._generation:
+                        # A forgotten flow: reset the client, drop the server's side.
+                        client.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                        return
                     data = side.recv(65536)
                     if not data:
                         return
@@ -81,18 +99,29 @@ class Relay:
         self._listener.close()
 
 
-@pytest.fixture
-def relayed(pg_url: str) -> Iterator[tuple[Engine, Relay]]:
-    """A migrated engine on the test schema whose every connection goes through a relay."""
+def _through(relay: Relay, pg_url: str) -> str:
     parts = urlsplit(pg_url)
-    relay = Relay(parts.hostname or "127.0.0.1", parts.port or 5432)
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@127.0.0.1:{relay.port}" if userinfo else f"127.0.0.1:{relay.port}"
-    engine = make_engine(urlunsplit(parts._replace(netloc=netloc)))
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture
+def relay(pg_url: str) -> Iterator[Relay]:
+    """A relay to the test server."""
+    parts = urlsplit(pg_url)
+    relay = Relay(parts.hostname or "127.0.0.1", parts.port or 5432)
+    yield relay
+    relay.close()
+
+
+@pytest.fixture
+def relayed(pg_url: str, relay: Relay) -> Iterator[tuple[Engine, Relay]]:
+    """A migrated engine on the test schema whose every connection goes through a relay."""
+    engine = make_engine(_through(relay, pg_url))
     migrate(engine)
     yield engine, relay
     engine.dispose()
-    relay.close()
 
 
 def _plan(n: int) -> Any:
@@ -167,3 +196,114 @@ def test_the_liveness_check_takes_sockets_numbered_past_select_s_limit() -> None
         os.close(high)
         ours.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("ping_idle_after", [0.2, 3600.0])
+def test_a_connection_idle_for_long_is_pinged_so_a_silently_dead_one_is_replaced(
+    pg_url: str, relay: Relay, ping_idle_after: float
+) -> None:
+    """A flow a NAT or load balancer forgot says nothing until the client sends: only a
+    ping finds it. A connection idle for longer than ``ping_idle_after`` gets one."""
+    engine = make_engine(_through(relay, pg_url), ping_idle_after=ping_idle_after)
+    try:
+        migrate(engine)
+        store = Store(engine, KeyRing.generate())
+        store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
+        held = lease(engine, "chat:1", lazy=True)
+        store.step("owner", now=T0, decide=_plan(2), lease=held)
+        held.release()
+        relay.forget()
+        time.sleep(0.4)
+        held = lease(engine, "chat:1", lazy=True)
+        try:
+            if ping_idle_after < 0.4:
+                store.step("owner", now=T0, decide=_plan(3), lease=held)
+            else:
+                # Without the ping (not idle long enough), the press meets the dead flow.
+                with pytest.raises(DatabaseUnavailable):
+                    store.step("owner", now=T0, decide=_plan(3), lease=held)
+        finally:
+            held.release()
+        record = store.active_session("owner", now=T0)
+        assert record is not None
+        assert record.version == (3 if ping_idle_after < 0.4 else 2)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("when", ["before the press", "between its two batches"])
+def test_a_press_whose_connection_died_opens_no_other_one(pg_url: str, when: str) -> None:
+    """The server ends the press's connection: the press fails as unavailable, and neither
+    its transaction's clean-up nor the lease's release checks out a new connection (which
+    would wait for a server that may be the very thing that failed, and unlock there a
+    lock it never held)."""
+    engine = make_engine(pg_url)
+    killer = create_engine(pg_url, poolclass=NullPool)
+    opened: list[int] = []
+    event.listen(engine, "connect", lambda *_: opened.append(1))
+    try:
+        migrate(engine)
+        store = Store(engine, KeyRing.generate())
+        store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
+        held = lease(engine, "chat:1", lazy=True)
+        assert held.connection is not None
+        pid = held.connection.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+
+        def kill() -> None:
+            with killer.begin() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+
+        def decide(profile: dict[str, Any], record: SessionRecord | None) -> Any:
+            if when == "between its two batches":
+                kill()  # the lock is held by now; the writes meet the dead connection
+            return _plan(2)(profile, record)
+
+        if when == "before the press":
+            kill()
+        before = len(opened)
+        with pytest.raises(DatabaseUnavailable):
+            store.step("owner", now=T0, decide=decide, lease=held)
+        held.release()
+        assert len(opened) == before
+        # The pool then serves a live connection, and the session is as it was.
+        record = store.active_session("owner", now=T0)
+        assert record is not None and record.version == 1
+    finally:
+        engine.dispose()
+        killer.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("isolation", "expected"), [(None, "read committed"), ("SERIALIZABLE", "serializable")]
+)
+def test_the_explicit_begin_keeps_the_engine_s_isolation_level(
+    pg_url: str, isolation: str | None, expected: str
+) -> None:
+    engine = make_engine(pg_url, **({"isolation_level": isolation} if isolation else {}))
+    setting = Prepared(sql_select(func.current_setting("transaction_isolation")), engine.dialect)
+    try:
+        with engine.connect() as conn, transaction(conn):
+            assert setting.first(conn, {})[0] == expected
+            assert conn.connection.driver_connection.pgconn.transaction_status != 0  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_nothing_may_follow_a_queued_commit(pg_url: str) -> None:
+    """After ``queue_commit`` the server is out of the transaction: a later statement would
+    run in autocommit, so it is refused."""
+    engine = make_engine(pg_url)
+    one = Prepared(sql_select(func.now()), engine.dialect)
+    try:
+        with engine.connect() as conn, transaction(conn):
+            with batch(conn):
+                one.send(conn, {}).close()
+                assert queue_commit(conn)
+            with pytest.raises(RuntimeError, match="committed"):
+                one.send(conn, {})
+    finally:
+        engine.dispose()
