@@ -7,20 +7,29 @@ checkout's code (say, a ``git worktree`` of the commit before a change), so that
 two, taken by turns, compare the change alone.
 
     .venv/bin/python bench/press_step.py [--db-url postgresql+psycopg://…] [--n 1500]
-        [--tree ../wt-before]
+        [--tree ../wt-before] [--delay-ms 1]
+
+``--delay-ms`` puts the database behind ``bench/delay_relay.py``, which delays every byte by
+that much each way: a database on another machine, where each round trip costs more. The
+printed line then also gives a ``SELECT 1``'s median time through the relay.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SESSIONS = 8
@@ -31,14 +40,44 @@ def main() -> None:
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--db-url", default=None, help="a PostgreSQL URL; SQLite if not given")
     parser.add_argument("--n", type=int, default=1500)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="PostgreSQL only")
     args = parser.parse_args()
     tree = Path(args.tree).resolve()
     sys.path.insert(0, str(tree))  # that tree's storage package
     with tempfile.TemporaryDirectory() as tmp:
         if args.db_url is None:
             run(tree, f"sqlite:///{Path(tmp) / 'bench.db'}", args.n)
+        elif args.delay_ms > 0:
+            with delayed(args.db_url, args.delay_ms) as url:
+                run_on_schema(tree, url, args.n)
         else:
             run_on_schema(tree, args.db_url, args.n)
+
+
+@contextlib.contextmanager
+def delayed(url: str, delay_ms: float) -> Iterator[str]:
+    """``url`` through a relay that delays every byte by ``delay_ms`` each way."""
+    parts = urlsplit(url)
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("delay_relay.py")),
+            f"--target={parts.hostname or '127.0.0.1'}:{parts.port or 5432}",
+            f"--delay-ms={delay_ms}",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert relay.stdin is not None and relay.stdout is not None
+    try:
+        port = json.loads(relay.stdout.readline())["port"]
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+        yield urlunsplit(parts._replace(netloc=netloc))
+    finally:
+        relay.stdin.close()
+        relay.wait(timeout=10)
 
 
 def run_on_schema(tree: Path, base_url: str, n: int) -> None:
@@ -78,6 +117,13 @@ def run(tree: Path, url: str, n: int) -> None:
 
         return plan
 
+    with engine.connect() as conn:
+        pings = []
+        for _ in range(50):
+            started = time.perf_counter()
+            conn.exec_driver_sql("SELECT 1").all()
+            pings.append(time.perf_counter() - started)
+        conn.rollback()
     walls: list[float] = []
     cpu = time.process_time()
     for k in range(n):
@@ -91,7 +137,8 @@ def run(tree: Path, url: str, n: int) -> None:
     engine.dispose()
     print(
         f"{tree.name} ({engine.dialect.name}): median {1000 * statistics.median(walls):.3f} ms "
-        f"per press, CPU {1000 * cpu / n:.3f} ms per press ({n} presses)"
+        f"per press, CPU {1000 * cpu / n:.3f} ms per press ({n} presses; SELECT 1: "
+        f"{1000 * statistics.median(pings):.3f} ms)"
     )
 
 
