@@ -132,15 +132,21 @@ def _plan(n: int) -> Any:
     return decide
 
 
-@pytest.mark.postgres
-def test_a_press_is_two_round_trips_and_a_checkout_none(relayed: tuple[Engine, Relay]) -> None:
-    engine, relay = relayed
+def _after_one_press(engine: Engine) -> Store:
+    """A store with one session, answered once (version 2) through a lease."""
     store = Store(engine, KeyRing.generate())
     store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
-    # Warm the pool: one connection that has been used (a fresh one is never pinged).
     held = lease(engine, "chat:1", lazy=True)
     store.step("owner", now=T0, decide=_plan(2), lease=held)
     held.release()
+    return store
+
+
+@pytest.mark.postgres
+def test_a_press_is_two_round_trips_and_a_checkout_none(relayed: tuple[Engine, Relay]) -> None:
+    engine, relay = relayed
+    # Warm the pool: one connection that has been used (a fresh one is never pinged).
+    store = _after_one_press(engine)
     relay.trips()
     for n in range(3, 6):
         held = lease(engine, "chat:1", lazy=True)
@@ -208,11 +214,7 @@ def test_a_connection_idle_for_long_is_pinged_so_a_silently_dead_one_is_replaced
     engine = make_engine(_through(relay, pg_url), ping_idle_after=ping_idle_after)
     try:
         migrate(engine)
-        store = Store(engine, KeyRing.generate())
-        store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
-        held = lease(engine, "chat:1", lazy=True)
-        store.step("owner", now=T0, decide=_plan(2), lease=held)
-        held.release()
+        store = _after_one_press(engine)
         relay.forget()
         time.sleep(0.4)
         held = lease(engine, "chat:1", lazy=True)
