@@ -126,3 +126,56 @@ async def test_release_is_off_the_reply_path_and_order_is_kept(
             assert free
     finally:
         other.dispose()
+
+
+async def _until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def test_a_release_nobody_waits_for_any_more_ends_quietly(harness: Harness) -> None:
+    """A stop that stopped waiting cancels the release's future; the answer that comes
+    later still gives the connection back, and nothing is reported as an error."""
+    engine = harness.runtime.store.engine
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        held = locks.lease(engine, "chat:cancelled")
+        fd = held.send_release()
+        assert fd is not None
+        done = loop.create_future()
+        done.cancel()
+        loop.add_reader(fd, WaymarkBot._unlock_answered, held, fd, done)
+        await _until(lambda: held.connection is None, "the connection was not given back")
+        await asyncio.sleep(0.05)
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_a_loop_that_cannot_watch_the_socket_discards_the_connection(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Say, an event loop without ``add_reader``: the unlock sent cannot be answered, so
+    its connection is discarded, which ends the lock; nothing is left counted as busy."""
+    engine = harness.runtime.store.engine
+    loop = asyncio.get_running_loop()
+
+    def cannot(*_: Any) -> None:
+        raise NotImplementedError
+
+    monkeypatch.setattr(loop, "add_reader", cannot)
+    held = locks.lease(engine, "chat:unwatched")
+    harness.bot._release(held)
+    monkeypatch.undo()
+    assert held.connection is None
+    await _until(lambda: harness.bot.in_flight == 0, "the release still counts as busy")
+    other = create_engine(engine.url, poolclass=NullPool)
+    try:
+        with try_exclusive(other, "chat:unwatched") as free:
+            assert free
+    finally:
+        other.dispose()
