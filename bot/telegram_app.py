@@ -311,13 +311,7 @@ class WaymarkBot:
             done = loop.run_in_executor(self._releaser, held.release)
         else:
             done = loop.create_future()
-            try:
-                loop.add_reader(fd, self._unlock_answered, held, fd, done)
-            except Exception:
-                # A loop that cannot watch sockets: the unlock's answer cannot be read, so
-                # the connection is discarded, and its session's end ends the lock.
-                held.release()
-                done.set_result(None)
+            loop.add_reader(fd, self._unlock_answered, held, fd, done)
         self._releasing.add(done)
         done.add_done_callback(self._released)
 
@@ -336,8 +330,6 @@ class WaymarkBot:
             held.release()
         except Exception as exc:
             error = error or exc
-        if done.done():
-            return  # cancelled meanwhile (a stop that stopped waiting): nothing to report
         if error is None:
             done.set_result(None)
         else:

@@ -196,9 +196,8 @@ def lease(engine: Engine, name: str, *, lazy: bool = False) -> Lease:
 
 def _send_unlock(pgconn: pq.abc.PGconn, sql: bytes, key: int | None) -> None:
     pgconn.send_query_params(sql, [str(key).encode()])
-    # psycopg's connections are non-blocking. An idle socket takes these few bytes at once;
-    # the wait is only there so that a socket that would not cannot spin this loop, and one
-    # that cannot take them within 5 s is as good as lost.
+    # psycopg's connections are non-blocking: a few bytes on an idle socket go at once; a
+    # socket that cannot take them within 5 s is as good as lost.
     while pgconn.flush():
         if not writable(pgconn.socket, 5.0):
             raise TimeoutError("the database does not take the unlock")
