@@ -169,10 +169,9 @@ class WaymarkBot:
         #: Updates being handled right now, and chat locks still being released (tests and
         #: a graceful stop wait for zero).
         self.in_flight = 0
-        # Chat locks (PostgreSQL) are released after the reply, off its path: the unlock is
-        # sent from the event loop (``_release``), or, when it cannot be, on a thread of its
-        # own: an unlock never waits for a lock, so releases always get a thread even when
-        # every database thread waits for a chat lock that a release will free.
+        # Chat locks (PostgreSQL) are released after the reply, off its path, on a thread
+        # of their own: an unlock never waits for a lock, so releases always get a thread
+        # even when every database thread waits for a chat lock that a release will free.
         self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waymark-release")
         self._releasing: set[asyncio.Future[None]] = set()
         self.flow_ids = sorted(runtime.flows)
@@ -292,48 +291,14 @@ class WaymarkBot:
         """Release a chat lock without waiting for it (the reply has been sent).
 
         The next update of the same chat takes the lock anew on another connection, so it
-        waits in the database until this release has run: order is kept. The unlock is sent
-        from here, at once, and its answer read when it comes (``Lease.send_release``);
-        a release that cannot go that way runs on the release thread.
+        waits in the database until this release has run: order is kept.
         """
         if held is None or held.connection is None:
             return
-        loop = asyncio.get_running_loop()
-        try:
-            fd = held.send_release()
-        except Exception as exc:
-            # The lease discarded its connection, which ends the lock as well.
-            held.release()
-            log.warning("releasing a chat lock failed: %s", type(exc).__name__)
-            return
         self.in_flight += 1
-        if fd is None:
-            done = loop.run_in_executor(self._releaser, held.release)
-        else:
-            done = loop.create_future()
-            loop.add_reader(fd, self._unlock_answered, held, fd, done)
+        done = asyncio.get_running_loop().run_in_executor(self._releaser, held.release)
         self._releasing.add(done)
         done.add_done_callback(self._released)
-
-    @staticmethod
-    def _unlock_answered(held: Lease, fd: int, done: asyncio.Future[None]) -> None:
-        """The socket of a sent unlock is readable: read; once answered, give it back."""
-        error: BaseException | None = None
-        try:
-            if not held.release_progress():
-                return
-        except Exception as exc:
-            error = exc
-        # Off the event loop's watch before the pool may hand the connection to a thread.
-        asyncio.get_running_loop().remove_reader(fd)
-        try:
-            held.release()
-        except Exception as exc:
-            error = error or exc
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
 
     def _released(self, done: asyncio.Future[None]) -> None:
         self._releasing.discard(done)

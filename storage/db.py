@@ -128,16 +128,6 @@ def readable(fd: int) -> bool:
     return bool(ready)
 
 
-def writable(fd: int, timeout: float) -> bool:
-    """Whether a socket can take more bytes, waiting up to ``timeout`` seconds."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        return bool(poller.poll(int(timeout * 1000)))
-    _, ready, _ = select.select([], [fd], [], timeout)  # platforms without poll
-    return bool(ready)
-
-
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-from psycopg import pq
 from sqlalchemy import Connection, Engine, bindparam, func, select, text
 from sqlalchemy.engine import Dialect
 
-from storage.db import writable
 from storage.prepared import Prepared
 
 
@@ -61,15 +59,10 @@ class Lease:
             is no lock.
     """
 
-    #: The unlock, as ``send_release`` sends it (tests slow it down on the server).
-    UNLOCK = b"SELECT pg_advisory_unlock($1)"
-
     def __init__(self, connection: Connection | None, key: int | None) -> None:
         self.connection = connection
         self._key = key
         self.held = connection is None
-        # The unlock was sent by ``send_release`` and its answer is not read yet.
-        self._unlocking = False
 
     def hold(self) -> None:
         """Take the lock inside the connection's open transaction (lazy leases).
@@ -86,69 +79,11 @@ class Lease:
         _lock_statement(self.connection.dialect).send(self.connection, {"k": self._key})
         self.held = True
 
-    def send_release(self) -> int | None:
-        """Send the unlock without waiting for its answer, for a caller with an event loop.
-
-        The unlock leaves at once, from the calling thread, on libpq's non-blocking calls:
-        no hop to another thread before the next holder can have the lock. When the
-        returned socket is readable, call ``release_progress`` until it returns True, then
-        ``release`` (which gives the connection back to the pool). None: nothing was sent
-        (SQLite, no lock, or a connection not idle); ``release`` does the whole job then.
-
-        Raises:
-            Exception: The driver's error when sending failed; the connection is then
-                discarded, which ends its database session and the lock with it.
-        """
-        conn = self.connection
-        if conn is None or not self.held or self._unlocking or conn.invalidated:
-            return None
-        if conn.in_transaction():
-            return None
-        driver = conn.connection.driver_connection
-        pgconn = getattr(driver, "pgconn", None)
-        if (
-            pgconn is None  # not psycopg 3
-            or pgconn.transaction_status != pq.TransactionStatus.IDLE
-            or pgconn.pipeline_status != pq.PipelineStatus.OFF
-        ):
-            return None
-        try:
-            _send_unlock(pgconn, self.UNLOCK, self._key)
-        except BaseException:
-            conn.invalidate()
-            raise
-        self._unlocking = True
-        return int(pgconn.socket)
-
-    def release_progress(self) -> bool:
-        """Read what has arrived for the unlock ``send_release`` sent; True once it is done.
-
-        Raises:
-            Exception: The unlock failed; the connection is invalidated (``release`` then
-                discards it, which ends the lock too).
-        """
-        conn = self.connection
-        if conn is None or not self._unlocking:
-            return True
-        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
-        try:
-            finished = _unlock_answered(pgconn)
-        except BaseException:
-            conn.invalidate()
-            raise
-        if finished:
-            self._unlocking = self.held = False
-        return finished
-
     def release(self) -> None:
         """Unlock and give the connection back to the pool (idempotent)."""
         conn, self.connection = self.connection, None
         if conn is None:
             return
-        if self._unlocking and not conn.invalidated:
-            # An unlock sent and never answered: the connection cannot be reused; ending its
-            # session ends the lock.
-            conn.invalidate()
         if conn.invalidated:
             # Its database session has ended, and the lock with it. (Going on would check
             # out a new connection, and unlock there a lock it never held.)
@@ -192,26 +127,6 @@ def lease(engine: Engine, name: str, *, lazy: bool = False) -> Lease:
         raise
     held.held = True
     return held
-
-
-def _send_unlock(pgconn: pq.abc.PGconn, sql: bytes, key: int | None) -> None:
-    pgconn.send_query_params(sql, [str(key).encode()])
-    # psycopg's connections are non-blocking: a few bytes on an idle socket go at once; a
-    # socket that cannot take them within 5 s is as good as lost.
-    while pgconn.flush():
-        if not writable(pgconn.socket, 5.0):
-            raise TimeoutError("the database does not take the unlock")
-
-
-def _unlock_answered(pgconn: pq.abc.PGconn) -> bool:
-    pgconn.consume_input()
-    while not pgconn.is_busy():
-        result = pgconn.get_result()
-        if result is None:
-            return True
-        if result.status != pq.ExecStatus.TUPLES_OK:
-            raise RuntimeError(f"unlock failed: {result.error_message.decode()[:80]}")
-    return False
 
 
 @cache

@@ -2,9 +2,7 @@
 
 A release made slow on purpose must not hold up the reply; the bot counts as busy until the
 release has run; and the chat's next press, arriving while the release is still pending,
-waits for it and is answered in turn. Both ways a release goes: the unlock sent from the
-event loop (made slow on the server), and the release thread (made slow in Python), which
-takes a release that cannot be sent from the loop.
+waits for it and is answered in turn.
 """
 
 from __future__ import annotations
@@ -32,53 +30,25 @@ def settings_overrides(pg_url: str) -> dict[str, Any]:
     return {"database_url": pg_url}
 
 
-@pytest.mark.parametrize("way", ["from the event loop", "on the release thread"])
 async def test_release_is_off_the_reply_path_and_order_is_kept(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch, way: str
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await harness.send("/screen")
     await harness.press("Red-flag observation")
     edits_before = len(harness.fake.calls_of("editMessageText"))
     seen: list[tuple[int, float]] = []
-    released: list[float] = []
+    original = locks.Lease.release
 
-    def began() -> None:
+    def slow_release(self: locks.Lease) -> None:
         # What the person saw when the release began: the reply must already be there.
         seen.append((len(harness.fake.calls_of("editMessageText")), time.monotonic()))
+        time.sleep(SLOW)
+        original(self)
+        released.append(time.monotonic())
 
-    if way == "from the event loop":
-        # Slow on the server: the event loop must not wait for it.
-        monkeypatch.setattr(
-            locks.Lease, "UNLOCK", f"SELECT pg_sleep({SLOW}), pg_advisory_unlock($1)".encode()
-        )
-        send, progress = locks.Lease.send_release, locks.Lease.release_progress
-
-        def sending(self: locks.Lease) -> int | None:
-            fd = send(self)
-            if fd is not None:
-                began()
-            return fd
-
-        def reading(self: locks.Lease) -> bool:
-            finished = progress(self)
-            if finished:
-                released.append(time.monotonic())
-            return finished
-
-        monkeypatch.setattr(locks.Lease, "send_release", sending)
-        monkeypatch.setattr(locks.Lease, "release_progress", reading)
-    else:
-        original = locks.Lease.release
-
-        def slow_release(self: locks.Lease) -> None:
-            began()
-            time.sleep(SLOW)
-            original(self)
-            released.append(time.monotonic())
-
-        monkeypatch.setattr(locks.Lease, "send_release", lambda self: None)
-        monkeypatch.setattr(locks.Lease, "release", slow_release)
+    monkeypatch.setattr(locks.Lease, "release", slow_release)
     handled: list[float] = []
+    released: list[float] = []
     original_handle = WaymarkBot._handle
 
     async def timed_handle(self: WaymarkBot, update: Any) -> None:

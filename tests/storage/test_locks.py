@@ -7,13 +7,11 @@ tests watch the lock from a second connection (``try_exclusive``).
 
 from __future__ import annotations
 
-import select
-import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
 from storage import locks
@@ -102,90 +100,6 @@ def test_a_failed_unlock_discards_the_connection_so_the_lock_dies_with_it(
     monkeypatch.undo()
     # Had the connection gone back to the pool, its session (and lock) would live on.
     assert _free(pg_engine)
-
-
-def _answer(held: locks.Lease, fd: int) -> None:
-    # What the bot's event loop does: read whenever the socket is readable, until done.
-    while not held.release_progress():
-        select.select([fd], [], [], 5)
-
-
-@on_postgres
-@pytest.mark.parametrize("lazy", [True, False])
-def test_an_unlock_sent_without_waiting_frees_the_lock_and_returns_the_connection(
-    engine: Engine, lazy: bool
-) -> None:
-    store = Store(engine, KeyRing.generate())
-    store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
-    held = lease(engine, NAME, lazy=lazy)
-    _touch(store, "owner", held)
-    fd = held.send_release()
-    assert fd is not None
-    _answer(held, fd)
-    assert _free(engine) and not held.held  # release() has no unlock left to send
-    held.release()
-    assert held.connection is None and engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    # The pooled connection is as the pool expects: out of autocommit, and usable.
-    with engine.connect() as conn:
-        driver = conn.connection.driver_connection
-        assert driver is not None and driver.autocommit is False
-    again = lease(engine, NAME, lazy=True)
-    _touch(store, "nobody", again)
-    assert again.held and not _free(engine)
-    again.release()
-
-
-@on_postgres
-def test_a_lease_in_a_transaction_is_not_released_without_waiting(engine: Engine) -> None:
-    held = lease(engine, NAME)
-    assert held.connection is not None
-    held.connection.begin()
-    assert held.send_release() is None  # the caller releases it on a thread instead
-    held.release()
-    assert _free(engine)
-
-
-@on_postgres
-def test_a_release_before_the_unlock_is_answered_discards_the_connection(
-    engine: Engine,
-) -> None:
-    """Say, a process stopping: the connection has an answer in flight and cannot go back
-    to the pool; ending its session ends the lock."""
-    held = lease(engine, NAME)
-    held.UNLOCK = b"SELECT pg_sleep(1), pg_advisory_unlock($1)"
-    assert held.send_release() is not None
-    held.release()
-    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while not _free(engine):
-        assert time.monotonic() < deadline, "the lock outlived its discarded connection"
-        time.sleep(0.05)
-    with engine.connect() as conn:  # the pool serves a working connection
-        assert conn.exec_driver_sql("SELECT 1").scalar() == 1
-
-
-@on_postgres
-def test_an_unlock_whose_connection_dies_discards_it_so_the_lock_dies_with_it(
-    engine: Engine,
-) -> None:
-    held = lease(engine, NAME)
-    assert held.connection is not None
-    pid = held.connection.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
-    killer = create_engine(engine.url, poolclass=NullPool)
-    slow_unlock = b"SELECT pg_sleep(2), pg_advisory_unlock($1)"
-    try:
-        held.UNLOCK = slow_unlock  # slow on the server, so that the kill lands first
-        fd = held.send_release()
-        assert fd is not None
-        with killer.begin() as other:
-            other.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
-        with pytest.raises(Exception, match=r"terminat|closed|lost|unexpected"):
-            _answer(held, fd)
-        held.release()
-        assert _free(engine)
-        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    finally:
-        killer.dispose()
 
 
 def test_on_sqlite_a_lease_is_inert(tmp_path: Any) -> None:
