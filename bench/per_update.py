@@ -52,6 +52,8 @@ for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pro
     os.environ.pop(_name, None)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
+# bench/paired.py reaches them through this module, as well.
+from schemas import drop_schema, fresh_schema
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, ApplicationBuilder, TypeHandler
 from telegram.request import HTTPXRequest, RequestData
@@ -622,31 +624,6 @@ async def main() -> None:
             check_violations(fake)
     finally:
         fake.close()
-
-
-def fresh_schema(base: str) -> str:
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
-    schema = f"bench_{secrets.token_hex(4)}"
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
-
-
-def drop_schema(base: str, url: str) -> None:
-    """Drop the schema ``fresh_schema`` made for ``url`` (runs leave nothing behind)."""
-    from sqlalchemy import create_engine, text
-
-    schema = url.rsplit("%3D", 1)[1]
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
 
 
 if __name__ == "__main__":

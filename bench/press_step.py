@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import secrets
 import statistics
 import subprocess
 import sys
@@ -81,19 +80,13 @@ def delayed(url: str, delay_ms: float) -> Iterator[str]:
 
 
 def run_on_schema(tree: Path, base_url: str, n: int) -> None:
-    from sqlalchemy import create_engine, text
+    from schemas import drop_schema, fresh_schema  # this bench folder's, not the tree's
 
-    schema = f"bench_{secrets.token_hex(4)}"
-    admin = create_engine(base_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = fresh_schema(base_url)
     try:
-        sep = "&" if "?" in base_url else "?"
-        run(tree, f"{base_url}{sep}options=-csearch_path%3D{schema}", n)
+        run(tree, url, n)
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(base_url, url)
 
 
 def run(tree: Path, url: str, n: int) -> None:
