@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 import traceback
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import NetworkError, RetryAfter, TimedOut
 
 from bot.http import AiohttpRequest
@@ -120,6 +121,70 @@ async def test_calls_and_uploads_reach_the_bot_api_as_sent(fake_bot_api: FakeBot
         b"code,count\nQ1,3\n",
     )
     assert upload["caption"] == "n=3"  # parameters travel in the same multipart body
+    assert fake_bot_api.violations == []
+
+
+@pytest.fixture
+def bodies(
+    fake_bot_api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[str, str, bytes]]:
+    """Each request the fake gets, as it came: (Bot API method, Content-Type, body).
+
+    The fake records parameters once decoded, which hides how they travelled.
+    """
+    seen: list[tuple[str, str, bytes]] = []
+    handle = fake_bot_api._handle_http
+
+    def spy(verb: str, raw_path: str, headers: dict[str, str], body: bytes) -> Any:
+        content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+        seen.append((raw_path.rsplit("/", 1)[-1], content_type, body))
+        return handle(verb, raw_path, headers, body)
+
+    monkeypatch.setattr(fake_bot_api, "_handle_http", spy)
+    return seen
+
+
+async def test_a_call_goes_as_json_and_an_upload_as_multipart(
+    fake_bot_api: FakeBotAPI, bodies: list[tuple[str, str, bytes]]
+) -> None:
+    """JSON costs a fraction of url-encoding; the Bot API takes it for all but uploads."""
+    fake_bot_api.register_chat(CHAT, "private")
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Да", callback_data="yes"),
+                InlineKeyboardButton("لا", callback_data="no"),
+            ]
+        ]
+    )
+    text = "<b>Ständig</b> — صباح, Привет"
+    async with _bot(fake_bot_api.base_url.removesuffix("/bot"), AiohttpRequest()) as bot:
+        sent = await bot.send_message(CHAT, text, parse_mode="HTML", reply_markup=keyboard)
+        await bot.send_document(CHAT, b"code,count\nQ1,3\n", filename="Отчёт.csv")
+    assert sent.text == "Ständig — صباح, Привет"
+    by_method = {method: (content_type, body) for method, content_type, body in bodies}
+    assert set(by_method) == {"getMe", "sendMessage", "sendDocument"}
+    # getMe has no parameters: an empty body, as before.
+    assert by_method["getMe"][1] == b""
+    content_type, body = by_method["sendMessage"]
+    assert content_type == "application/json"
+    # Typed values: an int stays an int and the keyboard an object (not a JSON string in a
+    # string, as RequestData.json_payload would send it).
+    assert json.loads(body) == {
+        "chat_id": CHAT,
+        "text": text,
+        "parse_mode": "HTML",
+        "reply_markup": {
+            "inline_keyboard": [
+                [{"text": "Да", "callback_data": "yes"}, {"text": "لا", "callback_data": "no"}]
+            ]
+        },
+    }
+    # Raw UTF-8, not \u escapes: a third of the bytes for Arabic or Cyrillic.
+    assert "صباح, Привет".encode() in body
+    (call,) = fake_bot_api.calls_of("sendMessage")
+    assert call["reply_markup"] == json.loads(body)["reply_markup"]
+    assert by_method["sendDocument"][0].startswith("multipart/form-data; boundary=")
     assert fake_bot_api.violations == []
 
 
