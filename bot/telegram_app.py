@@ -484,14 +484,32 @@ class WaymarkBot:
         The checks (is the button this session's, is its question the current one, is the
         choice on offer) are pure and run inside the transaction on what it read, so a
         press costs one database round of work and one thread hop.
+
+        The button's spinner is stopped as soon as those checks have decided what the
+        press means, while the transaction still writes: ``answerCallbackQuery`` then
+        travels while the database works instead of after it. It carries what a press
+        that changes nothing says ("This question is closed."), and nothing for a press
+        that applies, as before; only then are the question and what follows sent.
         """
         message = query.message if isinstance(query.message, Message) else None
         seen: dict[str, Any] = {}
+        loop = asyncio.get_running_loop()
+        acks: list[asyncio.Task[None]] = []
+
+        def start_ack(toast: str | None) -> None:
+            # On the event loop; it runs before the database thread's result arrives there.
+            acks.append(loop.create_task(self._ack(query, toast)))
 
         def choose(profile: dict[str, Any], found: Found | None) -> Input | None:
+            # On the database thread, between the reads and the writes.
             own, respondent = self._translators(profile, user.language_code)
             seen["ctx"] = Context(owner, chat_id, own, claim, respondent, user.id, profile=profile)
             seen["verdict"], given = self._verdict(press, owner, found)
+            if not seen.get("acked"):
+                # Once: a retry after a conflict reads and decides again, but a button
+                # press can be answered only once.
+                seen["acked"] = True
+                loop.call_soon_threadsafe(start_ack, self._toast(own, seen["verdict"]))
             return given
 
         def work() -> tuple[Lease, Step]:
@@ -508,7 +526,7 @@ class WaymarkBot:
         except InputRejected as exc:
             # The flow refused the input (nothing was stored): say why, show the question.
             ctx = seen["ctx"]
-            await query.answer()
+            await self._acked(acks, query)
             await self._send(ctx, presenter.rejection(ctx.tr, exc.reason, exc.detail))
             if exc.reason is not Reason.NOT_ACTIVE:
                 await self._reshow(ctx)
@@ -516,29 +534,40 @@ class WaymarkBot:
         ctx = seen["ctx"]
         ctx.lease = held
         try:
-            verdict = seen["verdict"]
             if step.turn is not None:
-                # The answer is stored: stop the button's spinner and show what comes next
-                # at the same time (two independent calls; neither waits for the other).
-                answered, rendered = await asyncio.gather(
-                    query.answer(), self._render(ctx, step.turn, message), return_exceptions=True
-                )
-                if isinstance(rendered, BaseException):
-                    raise rendered
-                if isinstance(answered, BaseException):
-                    # A spinner left turning (say, the query expired) loses nothing.
-                    log.warning("answering a button press failed: %s", type(answered).__name__)
-            elif verdict == "stale" and step.found is not None:
-                await query.answer(
-                    ctx.tr.gettext("This question is closed. Here is the current one.")
-                )
+                # The answer is stored: show what comes next (the spinner is stopped already).
+                await self._render(ctx, step.turn, message)
+            elif seen["verdict"] == "stale" and step.found is not None:
                 await self._reshow(ctx, step.found)
-            elif verdict == "closed":
-                await query.answer(ctx.tr.gettext("This question is closed."))
-            else:
-                await query.answer(ctx.tr.gettext("This button is not valid."))
+            await self._acked(acks, query)
         finally:
             self._release(held)
+
+    @staticmethod
+    def _toast(tr: Translator, verdict: str) -> str | None:
+        """What the spinner's answer says for a press with this verdict (None: nothing)."""
+        if verdict == "apply":
+            return None
+        if verdict == "stale":
+            return tr.gettext("This question is closed. Here is the current one.")
+        if verdict == "closed":
+            return tr.gettext("This question is closed.")
+        return tr.gettext("This button is not valid.")
+
+    @staticmethod
+    async def _ack(query: CallbackQuery, toast: str | None) -> None:
+        try:
+            await query.answer(toast)
+        except TelegramError as exc:
+            # A spinner left turning (say, the query expired) loses nothing.
+            log.warning("answering a button press failed: %s", type(exc).__name__)
+
+    async def _acked(self, acks: list[asyncio.Task[None]], query: CallbackQuery) -> None:
+        """Wait for the press's early answer; answer now if the checks never ran."""
+        if acks:
+            await acks[0]
+        else:
+            await self._ack(query, None)
 
     def _verdict(self, press: Any, owner: str, found: Found | None) -> tuple[str, Input | None]:
         """What an answer press means: ("apply", input) or a refusal and None."""

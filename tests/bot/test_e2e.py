@@ -7,6 +7,8 @@ test on any violation (unknown field, missing field, text or callback data over 
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import pytest
 
@@ -216,6 +218,48 @@ async def test_double_tap_answers_once(harness: Harness) -> None:
     assert after is not None and len(after.history) == len(before.history) + 1
     answers = harness.fake.calls_of("answerCallbackQuery")
     assert any("closed" in (a.get("text") or "") for a in answers)
+
+
+async def test_spinner_stops_while_the_answer_is_written(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """answerCallbackQuery goes out once the press is checked, while its write is still in
+    flight; the next question follows the commit, and the press is answered once."""
+    await harness.send("/screen")
+    await harness.press("Red-flag observation")
+    before = harness.state()
+    assert before is not None
+    store = harness.runtime.store
+    writing, go_on = threading.Event(), threading.Event()
+    write_step = store._write_step
+
+    def held_write(*args: Any, **kwargs: Any) -> int:
+        writing.set()
+        assert go_on.wait(10)
+        return write_step(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_write_step", held_write)
+    answered = len(harness.fake.calls_of("answerCallbackQuery"))
+    edited = len(harness.fake.calls_of("editMessageText"))
+    message = harness.last()
+    data = message["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    harness.fake.press(CHAT, message["message_id"], data, user_id=USER)
+    for _ in range(500):
+        if len(harness.fake.calls_of("answerCallbackQuery")) > answered:
+            break
+        await asyncio.sleep(0.01)
+    # The spinner has stopped, the write has not finished, and nothing else was shown.
+    assert writing.is_set()
+    answers = harness.fake.calls_of("answerCallbackQuery")[answered:]
+    assert len(answers) == 1 and not answers[0].get("text")
+    assert len(harness.fake.calls_of("editMessageText")) == edited
+    assert harness.state() == before
+    go_on.set()
+    await harness.idle()
+    after = harness.state()
+    assert after is not None and after.seq == before.seq + 1
+    assert len(harness.fake.calls_of("editMessageText")) == edited + 1
+    assert len(harness.fake.calls_of("answerCallbackQuery")) == answered + 1
 
 
 async def test_stale_forged_and_foreign_presses_change_nothing(harness: Harness) -> None:
