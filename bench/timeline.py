@@ -1,0 +1,191 @@
+"""Where one press's time goes: Waymark's answer press, end to end, one user, cut in parts.
+
+Runs bench/per_update.py's harness (the fake Bot API in a child process, the real
+Application and HTTP stack) with timestamps at the joints of the press's path: the update
+handed to the application, the database thread's start and end, the decision inside the
+transaction, each ``prepared.batch`` (statements sent, results back), the rendering, and
+each Bot API request and its response. Prints the median of every part over the presses,
+with the process's CPU time over the same part (all threads: where the database thread
+and the event loop overlap, both count), and the two bare bots' medians from the same run.
+
+    .venv/bin/python bench/timeline.py [--db-url postgresql+psycopg://…] [--presses 300]
+
+The joints are wrappers set on the code's own functions for this run only; they cost a few
+microseconds each, so the parts add up to slightly more than an unwrapped press.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import per_update as pu
+
+from bot import http, telegram_app
+from storage import repository
+
+Mark = tuple[str, float, float]
+marks: list[Mark] = []
+
+
+def mark(name: str) -> None:
+    marks.append((name, time.perf_counter(), time.process_time()))
+
+
+def wrap_async(owner: Any, name: str, label: str) -> None:
+    original = getattr(owner, name)
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        mark(f"{label} starts")
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            mark(f"{label} ends")
+
+    setattr(owner, name, wrapped)
+
+
+def instrument() -> None:
+    async def db(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def on_thread() -> Any:
+            mark("database thread starts")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                mark("database thread ends")
+
+        mark("hop to the database thread")
+        result = await asyncio.to_thread(on_thread)
+        mark("back on the event loop")
+        return result
+
+    telegram_app.WaymarkBot.db = db  # type: ignore[method-assign]
+
+    step = repository.Store.step
+
+    def timed_step(self: Any, owner: str, *, now: Any, decide: Any, lease: Any = None) -> Any:
+        def timed_decide(profile: Any, record: Any) -> Any:
+            mark("decide starts")
+            try:
+                return decide(profile, record)
+            finally:
+                mark("decide ends")
+
+        return step(self, owner, now=now, decide=timed_decide, lease=lease)
+
+    repository.Store.step = timed_step  # type: ignore[method-assign]
+
+    batch = repository.batch
+
+    @contextlib.contextmanager
+    def timed_batch(conn: Any) -> Iterator[None]:
+        mark("batch: sending")
+        with batch(conn):
+            yield
+            mark("batch: sent, waiting")
+        mark("batch: results in")
+
+    repository.batch = timed_batch  # type: ignore[assignment]
+    wrap_async(telegram_app.WaymarkBot, "_render", "render")
+    do_request = http.AiohttpRequest.do_request
+
+    async def timed_request(self: Any, url: str, *args: Any, **kwargs: Any) -> Any:
+        method = url.rsplit("/", 1)[-1]
+        mark(f"{method} sent")
+        try:
+            return await do_request(self, url, *args, **kwargs)
+        finally:
+            mark(f"{method} answered")
+
+    http.AiohttpRequest.do_request = timed_request  # type: ignore[method-assign]
+
+
+async def run(db_url_base: str | None, presses: int) -> None:
+    pu.PRESSES_PER_USER[1] = presses
+    presses_seen: list[list[Mark]] = []
+    press_loop = pu.press_loop
+
+    async def recorded_loop(harness: Any, *args: Any) -> Any:
+        processor = harness.app.update_processor
+        process = processor.process_update
+
+        async def timed(update: Any, coroutine: Any) -> Any:
+            marks.clear()
+            mark("update in")
+            try:
+                return await process(update, coroutine)
+            finally:
+                mark("update done")
+                presses_seen.append(list(marks))
+
+        processor.process_update = timed
+        return await press_loop(harness, *args)
+
+    fake = pu.FakeProcess()
+    try:
+        updates = pu.Updates(fake)
+        bare = pu.summary(await pu.run_bare(fake, updates, 1))["median_ms"]
+        bare_aiohttp = pu.summary(await pu.run_bare(fake, updates, 1, aiohttp=True, gather=True))
+        instrument()
+        pu.press_loop = recorded_loop  # type: ignore[assignment]
+        with tempfile.TemporaryDirectory() as tmp:
+            db_url = pu.fresh_schema(db_url_base) if db_url_base else None
+            try:
+                waymark = pu.summary(await pu.run_waymark(fake, updates, 1, db_url, Path(tmp)))
+            finally:
+                if db_url_base is not None and db_url is not None:
+                    pu.drop_schema(db_url_base, db_url)
+        pu.check_violations(fake)
+    finally:
+        fake.close()
+    # Answer presses that rendered a next question (a flow's last press, with its outcome
+    # and alerts, has more parts and is left out).
+    plain = [p for p in presses_seen if [m[0] for m in p].count("render starts") == 1]
+    parts: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
+    offsets: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for press in plain:
+        for (a, wall_a, cpu_a), (b, wall_b, cpu_b) in itertools.pairwise(press):
+            parts[(a, b)].append((wall_b - wall_a, cpu_b - cpu_a))
+            offsets[(a, b)].append(wall_a - press[0][1])
+    whole = [p[-1][1] - p[0][1] for p in plain]
+    print(
+        f"# press timeline, db={'postgres' if db_url_base else 'sqlite'}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {len(plain)} presses; "
+        f"median press {1000 * statistics.median(whole):.2f} ms (per_update's own timing: "
+        f"{waymark['median_ms']:.2f} ms); bare {bare:.2f} ms, bare-aiohttp "
+        f"{bare_aiohttp['median_ms']:.2f} ms"
+    )
+    print("| from | to | presses | median ms | CPU ms (process) |")
+    print("|---|---|---|---|---|")
+    # Parts seen in at least a fifth of the presses, in the order they usually come.
+    common = [k for k in parts if len(parts[k]) >= len(plain) / 5]
+    for key in sorted(common, key=lambda k: statistics.median(offsets[k])):
+        values = parts[key]
+        wall = statistics.median(v[0] for v in values)
+        cpu = statistics.median(v[1] for v in values)
+        print(f"| {key[0]} | {key[1]} | {len(values)} | {1000 * wall:.3f} | {1000 * cpu:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db-url", default=None, help="a PostgreSQL URL; SQLite if not given")
+    parser.add_argument("--presses", type=int, default=300)
+    args = parser.parse_args()
+    asyncio.run(run(args.db_url, args.presses))
+
+
+if __name__ == "__main__":
+    main()
