@@ -7,7 +7,8 @@ editMessageText), which is the floor any PTB bot pays. The bots alternate in one
 so machine noise hits all alike; compare the ratios, not the absolute numbers.
 
 Three floors: **bare** is PTB as shipped, on its httpx transport, one call after the other
-(PTB's examples); **bare-gather** sends both calls at once, as Waymark does; **bare-aiohttp**
+(PTB's examples); **bare-gather** sends both calls at once (Waymark sends its
+answerCallbackQuery even earlier, while its write is in flight); **bare-aiohttp**
 is bare-gather on Waymark's own transport (bot/http.py). Waymark against bare is what a
 PTB bot costs and what the goal names; Waymark against bare-aiohttp is what Waymark's own
 work costs, with the transport the same on both sides.
@@ -333,7 +334,8 @@ def bare_app(
             else:
                 edit = query.edit_message_text(f"Question {counter['n']}", reply_markup=keyboard)
             if gather:
-                # As Waymark does once an answer is stored: both calls at once.
+                # Both calls at once (Waymark answers the press while its write is in flight,
+                # and edits once it is stored).
                 await asyncio.gather(query.answer(), edit)
             else:
                 # As python-telegram-bot's own examples do: one call after the other.
@@ -538,9 +540,9 @@ async def main() -> None:
     # not the fake, is what limits the rate.
     # Three floors, each a ratio column: "bare" is PTB as shipped (its httpx transport),
     # sending answerCallbackQuery, then editMessageText, as PTB's examples do; "bare-gather"
-    # sends both at once, as Waymark does once an answer is stored; "bare-aiohttp" is
-    # bare-gather on Waymark's own transport (bot/http.py), so that a faster transport cannot
-    # hide what Waymark's own work costs.
+    # sends both at once (Waymark answers even earlier, while its write is in flight);
+    # "bare-aiohttp" is bare-gather on Waymark's own transport (bot/http.py), so that a
+    # faster transport cannot hide what Waymark's own work costs.
     floors = [b for b in FLOORS if b in bots]
     print(
         "| users | bot | updates | updates/s | median ms | p99 ms | "

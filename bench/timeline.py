@@ -92,11 +92,14 @@ def instrument() -> None:
 
     @contextlib.contextmanager
     def timed_batch(conn: Any) -> Iterator[None]:
-        mark("batch: sending")
+        # Numbered within the press: the first carries the lock and the reads, the second
+        # the writes (and COMMIT).
+        number = 1 + sum(1 for m in marks if m[0].endswith("sending"))
+        mark(f"batch {number}: sending")
         with batch(conn):
             yield
-            mark("batch: sent, waiting")
-        mark("batch: results in")
+            mark(f"batch {number}: sent, waiting")
+        mark(f"batch {number}: results in")
 
     repository.batch = timed_batch  # type: ignore[assignment]
     wrap_async(telegram_app.WaymarkBot, "_render", "render")
@@ -151,9 +154,21 @@ async def run(db_url_base: str | None, presses: int) -> None:
         pu.check_violations(fake)
     finally:
         fake.close()
-    # Answer presses that rendered a next question (a flow's last press, with its outcome
-    # and alerts, has more parts and is left out).
-    plain = [p for p in presses_seen if [m[0] for m in p].count("render starts") == 1]
+    # Answer presses that showed a next question by one edit, with one trip to the database
+    # thread and nothing else sent (a flow's last press, with its outcome and the deletion
+    # it schedules, has more parts and is left out).
+    plain = [
+        p
+        for p in presses_seen
+        if [m[0] for m in p].count("editMessageText sent") == 1
+        and [m[0] for m in p].count("database thread starts") == 1
+        and not any(
+            m[0].endswith(" sent")
+            and "editMessageText" not in m[0]
+            and "answerCallbackQuery" not in m[0]
+            for m in p
+        )
+    ]
     parts: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
     offsets: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for press in plain:
@@ -177,6 +192,46 @@ async def run(db_url_base: str | None, presses: int) -> None:
         wall = statistics.median(v[0] for v in values)
         cpu = statistics.median(v[1] for v in values)
         print(f"| {key[0]} | {key[1]} | {len(values)} | {1000 * wall:.3f} | {1000 * cpu:.3f} |")
+    print()
+    spans(plain)
+
+
+#: Spans of the press, whatever happens inside them (the early answerCallbackQuery's request
+#: and reply interleave with the second batch, so consecutive marks alone split it up).
+SPANS = [
+    ("update in", "hop to the database thread", "update to the handler"),
+    ("hop to the database thread", "database thread starts", "thread hop in"),
+    ("database thread starts", "batch 1: sending", "checkout, lease, transaction set-up"),
+    ("batch 1: sending", "batch 1: results in", "batch 1: BEGIN, lock, two reads"),
+    ("batch 1: results in", "decide starts", "rows to records (decryption)"),
+    ("decide starts", "decide ends", "decide (checks, engine)"),
+    ("decide ends", "batch 2: sending", "encryption, statement values"),
+    ("batch 2: sending", "batch 2: results in", "batch 2: claim, state, answer, COMMIT"),
+    ("database thread starts", "database thread ends", "the whole database step"),
+    ("database thread ends", "back on the event loop", "thread hop back"),
+    ("render starts", "editMessageText sent", "render the next question, build the edit"),
+    ("editMessageText sent", "editMessageText answered", "editMessageText there and back"),
+    ("editMessageText answered", "render ends", "PTB parses the edited message"),
+    ("render ends", "update done", "release scheduled, done"),
+    ("update in", "update done", "the whole press"),
+]
+
+
+def spans(plain: list[list[Mark]]) -> None:
+    """Print the median of each span in ``SPANS``."""
+    print("| span | from | to | median ms | CPU ms (process) |")
+    print("|---|---|---|---|---|")
+    for start, end, label in SPANS:
+        walls, cpus = [], []
+        for press in plain:
+            names = [m[0] for m in press]
+            if start in names and end in names:
+                a, b = press[names.index(start)], press[names.index(end)]
+                walls.append(b[1] - a[1])
+                cpus.append(b[2] - a[2])
+        if walls:
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            print(f"| {label} | {start} | {end} | {1000 * wall:.3f} | {1000 * cpu:.3f} |")
 
 
 def main() -> None:
