@@ -174,6 +174,8 @@ class WaymarkBot:
         # even when every database thread waits for a chat lock that a release will free.
         self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waymark-release")
         self._releasing: set[asyncio.Future[None]] = set()
+        #: Button presses' early answers still on their way (see _answer_press).
+        self._acking: set[asyncio.Task[None]] = set()
         self.flow_ids = sorted(runtime.flows)
         self.teams = Teams(runtime.store)
         self.desk = TeamDesk(runtime.settings, runtime.service, self.teams)
@@ -498,17 +500,23 @@ class WaymarkBot:
 
         def start_ack(toast: str | None) -> None:
             # On the event loop; it runs before the database thread's result arrives there.
-            acks.append(loop.create_task(self._ack(query, toast)))
+            # Kept in a set of the bot's, counted as work in flight, and awaited at a stop,
+            # whichever way this handler ends.
+            task = loop.create_task(self._ack(query, toast))
+            acks.append(task)
+            self._acking.add(task)
+            self.in_flight += 1
+            task.add_done_callback(self._acked_done)
 
         def choose(profile: dict[str, Any], found: Found | None) -> Input | None:
             # On the database thread, between the reads and the writes.
             own, respondent = self._translators(profile, user.language_code)
             seen["ctx"] = Context(owner, chat_id, own, claim, respondent, user.id, profile=profile)
             seen["verdict"], given = self._verdict(press, owner, found)
-            if not seen.get("acked"):
+            if "answered" not in seen:
                 # Once: a retry after a conflict reads and decides again, but a button
-                # press can be answered only once.
-                seen["acked"] = True
+                # press can be answered only once (see the end of this method).
+                seen["answered"] = seen["verdict"]
                 loop.call_soon_threadsafe(start_ack, self._toast(own, seen["verdict"]))
             return given
 
@@ -524,6 +532,12 @@ class WaymarkBot:
         try:
             held, step = await self.db(work)
         except InputRejected as exc:
+            if "ctx" not in seen:
+                # The checks never ran: the session's flow could not be loaded (its version
+                # is gone), so there is no question to show either. Nothing was stored.
+                own, _ = self._translators({}, user.language_code)
+                await self._ack(query, self._toast(own, "closed"))
+                return
             # The flow refused the input (nothing was stored): say why, show the question.
             ctx = seen["ctx"]
             await self._acked(acks, query)
@@ -534,10 +548,17 @@ class WaymarkBot:
         ctx = seen["ctx"]
         ctx.lease = held
         try:
+            verdict = seen["verdict"]
+            if step.turn is None and verdict != seen["answered"]:
+                # A conflict's retry decided otherwise than the answer already sent (say,
+                # the session ended meanwhile): its words go to the chat instead.
+                toast = self._toast(ctx.tr, verdict)
+                if toast is not None:
+                    await self._send(ctx, toast)
             if step.turn is not None:
                 # The answer is stored: show what comes next (the spinner is stopped already).
                 await self._render(ctx, step.turn, message)
-            elif seen["verdict"] == "stale" and step.found is not None:
+            elif verdict == "stale" and step.found is not None:
                 await self._reshow(ctx, step.found)
             await self._acked(acks, query)
         finally:
@@ -558,12 +579,17 @@ class WaymarkBot:
     async def _ack(query: CallbackQuery, toast: str | None) -> None:
         try:
             await query.answer(toast)
-        except TelegramError as exc:
-            # A spinner left turning (say, the query expired) loses nothing.
+        except Exception as exc:
+            # Any failure, not only Telegram's: nobody may be waiting for this task (the
+            # handler can have ended another way). A spinner left turning loses nothing.
             log.warning("answering a button press failed: %s", type(exc).__name__)
 
+    def _acked_done(self, task: asyncio.Task[None]) -> None:
+        self._acking.discard(task)
+        self.in_flight -= 1
+
     async def _acked(self, acks: list[asyncio.Task[None]], query: CallbackQuery) -> None:
-        """Wait for the press's early answer; answer now if the checks never ran."""
+        """Wait for the press's early answer (answer now if there is none)."""
         if acks:
             await acks[0]
         else:
@@ -966,6 +992,7 @@ class WaymarkBot:
         # Locks still being released are released before the process stops. (The executor
         # stays usable: an application may be started again with the same handlers.)
         await asyncio.gather(*self._releasing, return_exceptions=True)
+        await asyncio.gather(*self._acking, return_exceptions=True)
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:

@@ -7,11 +7,17 @@ test on any violation (unknown field, missing field, text or callback data over 
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from telegram import CallbackQuery
 
+from flows.errors import InputRejected, Reason
+from storage.errors import Conflict, DatabaseUnavailable
 from tests.bot.conftest import CHAT, USER, Harness
 
 pytestmark = pytest.mark.e2e
@@ -260,6 +266,95 @@ async def test_spinner_stops_while_the_answer_is_written(
     assert after is not None and after.seq == before.seq + 1
     assert len(harness.fake.calls_of("editMessageText")) == edited + 1
     assert len(harness.fake.calls_of("answerCallbackQuery")) == answered + 1
+
+
+async def test_a_retry_that_decides_otherwise_says_so_in_the_chat(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The press is answered (empty) after the first reads; if the conflict's retry then finds
+    the question closed, that is said in the chat, since a press is answered only once."""
+    await harness.send("/screen")
+    await harness.press("Red-flag observation")
+    store, service = harness.runtime.store, harness.runtime.service
+    write_step, clock = store._write_step, service.clock
+
+    def conflict_then_write(*args: Any, **kwargs: Any) -> int:
+        if not hasattr(conflict_then_write, "done"):
+            conflict_then_write.done = True  # type: ignore[attr-defined]
+            # Meanwhile the session moved on; here, by its expiry passing.
+            monkeypatch.setattr(service, "clock", lambda: clock() + timedelta(days=3650))
+            raise Conflict("changed meanwhile")
+        return write_step(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_write_step", conflict_then_write)
+    answered = len(harness.fake.calls_of("answerCallbackQuery"))
+    sent = len(harness.fake.calls_of("sendMessage"))
+    await harness.press((0, 0))
+    answers = harness.fake.calls_of("answerCallbackQuery")[answered:]
+    assert len(answers) == 1 and not answers[0].get("text")
+    texts = [c.get("text") or "" for c in harness.fake.calls_of("sendMessage")[sent:]]
+    assert any("This question is closed." in t for t in texts), texts
+
+
+async def test_a_press_whose_flow_cannot_load_is_answered(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session whose pinned flow version is gone: the press is answered 'closed', once,
+    nothing is stored, and no handler fails."""
+    await harness.send("/screen")
+    await harness.press("Red-flag observation")
+    before = harness.state()
+
+    def gone(_state: Any) -> Any:
+        raise InputRejected(Reason.STALE, detail="the flow version is gone")
+
+    monkeypatch.setattr(harness.runtime.service, "flow_of", gone)
+    answered = len(harness.fake.calls_of("answerCallbackQuery"))
+    with caplog.at_level(logging.ERROR):
+        await harness.press((0, 0))
+    answers = harness.fake.calls_of("answerCallbackQuery")[answered:]
+    assert len(answers) == 1 and "closed" in (answers[0].get("text") or "")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    monkeypatch.undo()
+    assert harness.state() == before
+
+
+async def test_an_early_answer_that_fails_is_not_left_unretrieved(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The write fails after the early answer was started, and the answer fails too (with
+    something other than a Telegram error): both are logged by type, no task's exception
+    is left unretrieved, and nothing is still counted as in flight."""
+    await harness.send("/screen")
+    await harness.press("Red-flag observation")
+    before = harness.state()
+    store = harness.runtime.store
+
+    def unavailable(*_args: Any, **_kwargs: Any) -> int:
+        raise DatabaseUnavailable("database error: gone")
+
+    async def broken_answer(*_args: Any, **_kwargs: Any) -> bool:
+        raise RuntimeError("transport closed")
+
+    monkeypatch.setattr(store, "_write_step", unavailable)
+    monkeypatch.setattr(CallbackQuery, "answer", broken_answer)
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        with caplog.at_level(logging.WARNING):
+            await harness.press((0, 0))
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert unhandled == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert "answering a button press failed: RuntimeError" in messages
+    assert any("DatabaseUnavailable" in m for m in messages)
+    assert harness.bot.in_flight == 0 and not harness.bot._acking
+    monkeypatch.undo()
+    assert harness.state() == before
 
 
 async def test_stale_forged_and_foreign_presses_change_nothing(harness: Harness) -> None:
