@@ -491,7 +491,9 @@ class WaymarkBot:
         press means, while the transaction still writes: ``answerCallbackQuery`` then
         travels while the database works instead of after it. It carries what a press
         that changes nothing says ("This question is closed."), and nothing for a press
-        that applies, as before; only then are the question and what follows sent.
+        that applies, as before. The next question is sent once the transaction has
+        committed. A press whose write then fails has its spinner stopped and nothing
+        else shown (nothing was stored; pressing again works).
         """
         message = query.message if isinstance(query.message, Message) else None
         seen: dict[str, Any] = {}
