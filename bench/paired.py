@@ -16,6 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# This bench folder's (it imports only SQLAlchemy), before --tree puts the other one first.
+from schemas import schema_for
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -38,13 +41,8 @@ async def run(tree: Path, db_url_base: str | None, presses: int) -> None:
     try:
         updates = pu.Updates(fake)
         bare = pu.summary(await pu.run_bare(fake, updates, 1))["median_ms"]
-        with tempfile.TemporaryDirectory() as tmp:
-            db_url = pu.fresh_schema(db_url_base) if db_url_base else None
-            try:
-                result = await pu.run_waymark(fake, updates, 1, db_url, Path(tmp))
-            finally:
-                if db_url_base is not None and db_url is not None:
-                    pu.drop_schema(db_url_base, db_url)
+        with tempfile.TemporaryDirectory() as tmp, schema_for(db_url_base) as db_url:
+            result = await pu.run_waymark(fake, updates, 1, db_url, Path(tmp))
         waymark = pu.summary(result)["median_ms"]
         pu.check_violations(fake)
         print(f"{tree.name}: bare {bare:.2f} ms, waymark {waymark:.2f} ms, {waymark / bare:.2f}×")

@@ -54,7 +54,7 @@ for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pro
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 # bench/paired.py reaches them through this module, as well.
-from schemas import drop_schema, fresh_schema
+from schemas import schema_for
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, ApplicationBuilder, TypeHandler
 from telegram.request import HTTPXRequest, RequestData
@@ -559,17 +559,11 @@ async def main() -> None:
                 edits: list[JSON] = []
                 for name in bots:
                     if name == "waymark":
-                        with tempfile.TemporaryDirectory() as tmp:
-                            db_url = None
-                            if args.db == "postgres":
-                                db_url = fresh_schema(args.pg_url)
-                            try:
-                                result = await run_waymark(
-                                    fake, updates, users, db_url, Path(tmp), edits
-                                )
-                            finally:
-                                if db_url is not None:
-                                    drop_schema(args.pg_url, db_url)
+                        base = args.pg_url if args.db == "postgres" else None
+                        with tempfile.TemporaryDirectory() as tmp, schema_for(base) as db_url:
+                            result = await run_waymark(
+                                fake, updates, users, db_url, Path(tmp), edits
+                            )
                     elif name == "bare-content":
                         if not edits:
                             raise SystemExit("bare-content replays Waymark's round: add waymark")

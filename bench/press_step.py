@@ -80,13 +80,11 @@ def delayed(url: str, delay_ms: float) -> Iterator[str]:
 
 
 def run_on_schema(tree: Path, base_url: str, n: int) -> None:
-    from schemas import drop_schema, fresh_schema  # this bench folder's, not the tree's
+    from schemas import schema_for  # this bench folder's, not the tree's
 
-    url = fresh_schema(base_url)
-    try:
+    with schema_for(base_url) as url:
+        assert url is not None
         run(tree, url, n)
-    finally:
-        drop_schema(base_url, url)
 
 
 def run(tree: Path, url: str, n: int) -> None:

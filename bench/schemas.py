@@ -7,6 +7,8 @@ Only SQLAlchemy is imported here, so that a script measuring another checkout's 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 
@@ -29,3 +31,19 @@ def drop_schema(base: str, url: str) -> None:
     with engine.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
+
+
+@contextmanager
+def schema_for(base: str | None) -> Iterator[str | None]:
+    """A fresh schema's URL on ``base``'s server for the block, dropped after it.
+
+    None without a ``base`` (the run is on SQLite, in a file of its own).
+    """
+    if base is None:
+        yield None
+        return
+    url = fresh_schema(base)
+    try:
+        yield url
+    finally:
+        drop_schema(base, url)

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import per_update as pu
+from schemas import schema_for
 
 from bot import http, telegram_app
 from storage import repository
@@ -43,19 +44,6 @@ marks: list[Mark] = []
 
 def mark(name: str) -> None:
     marks.append((name, time.perf_counter(), time.process_time()))
-
-
-def wrap_async(owner: Any, name: str, label: str) -> None:
-    original = getattr(owner, name)
-
-    async def wrapped(*args: Any, **kwargs: Any) -> Any:
-        mark(f"{label} starts")
-        try:
-            return await original(*args, **kwargs)
-        finally:
-            mark(f"{label} ends")
-
-    setattr(owner, name, wrapped)
 
 
 def instrument() -> None:
@@ -102,7 +90,16 @@ def instrument() -> None:
         mark(f"batch {number}: results in")
 
     repository.batch = timed_batch  # type: ignore[assignment]
-    wrap_async(telegram_app.WaymarkBot, "_render", "render")
+    render = telegram_app.WaymarkBot._render
+
+    async def timed_render(self: Any, *args: Any, **kwargs: Any) -> None:
+        mark("render starts")
+        try:
+            await render(self, *args, **kwargs)
+        finally:
+            mark("render ends")
+
+    telegram_app.WaymarkBot._render = timed_render  # type: ignore[method-assign]
     do_request = http.AiohttpRequest.do_request
 
     async def timed_request(self: Any, url: str, *args: Any, **kwargs: Any) -> Any:
@@ -144,31 +141,15 @@ async def run(db_url_base: str | None, presses: int) -> None:
         bare_aiohttp = pu.summary(await pu.run_bare(fake, updates, 1, aiohttp=True, gather=True))
         instrument()
         pu.press_loop = recorded_loop  # type: ignore[assignment]
-        with tempfile.TemporaryDirectory() as tmp:
-            db_url = pu.fresh_schema(db_url_base) if db_url_base else None
-            try:
-                waymark = pu.summary(await pu.run_waymark(fake, updates, 1, db_url, Path(tmp)))
-            finally:
-                if db_url_base is not None and db_url is not None:
-                    pu.drop_schema(db_url_base, db_url)
+        with tempfile.TemporaryDirectory() as tmp, schema_for(db_url_base) as db_url:
+            waymark = pu.summary(await pu.run_waymark(fake, updates, 1, db_url, Path(tmp)))
         pu.check_violations(fake)
     finally:
         fake.close()
     # Answer presses that showed a next question by one edit, with one trip to the database
     # thread and nothing else sent (a flow's last press, with its outcome and the deletion
     # it schedules, has more parts and is left out).
-    plain = [
-        p
-        for p in presses_seen
-        if [m[0] for m in p].count("editMessageText sent") == 1
-        and [m[0] for m in p].count("database thread starts") == 1
-        and not any(
-            m[0].endswith(" sent")
-            and "editMessageText" not in m[0]
-            and "answerCallbackQuery" not in m[0]
-            for m in p
-        )
-    ]
+    plain = [p for p in presses_seen if plain_press([m[0] for m in p])]
     parts: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
     offsets: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for press in plain:
@@ -194,6 +175,20 @@ async def run(db_url_base: str | None, presses: int) -> None:
         print(f"| {key[0]} | {key[1]} | {len(values)} | {1000 * wall:.3f} | {1000 * cpu:.3f} |")
     print()
     spans(plain)
+
+
+def plain_press(names: list[str]) -> bool:
+    """One edit, one trip to the database thread, and no other message sent."""
+    others = [
+        n
+        for n in names
+        if n.endswith(" sent") and not n.startswith(("editMessageText", "answerCallbackQuery"))
+    ]
+    return (
+        names.count("editMessageText sent") == 1
+        and names.count("database thread starts") == 1
+        and not others
+    )
 
 
 #: Spans of the press, whatever happens inside them (the early answerCallbackQuery's request

@@ -501,7 +501,9 @@ class WaymarkBot:
         acks: list[asyncio.Task[None]] = []
 
         def start_ack(toast: str | None) -> None:
-            # On the event loop; it runs before the database thread's result arrives there.
+            # On the event loop. It runs before the database thread's result arrives there
+            # (both come through call_soon_threadsafe, in order), so once ``choose`` has run,
+            # ``acks`` holds the task by the time ``self.db(work)`` returns or raises.
             # Kept in a set of the bot's, counted as work in flight, and awaited at a stop,
             # whichever way this handler ends.
             task = loop.create_task(self._ack(query, toast))
@@ -542,7 +544,7 @@ class WaymarkBot:
                 return
             # The flow refused the input (nothing was stored): say why, show the question.
             ctx = seen["ctx"]
-            await self._acked(acks, query)
+            await acks[0]  # the early answer (see start_ack)
             await self._send(ctx, presenter.rejection(ctx.tr, exc.reason, exc.detail))
             if exc.reason is not Reason.NOT_ACTIVE:
                 await self._reshow(ctx)
@@ -562,7 +564,7 @@ class WaymarkBot:
                 await self._render(ctx, step.turn, message)
             elif verdict == "stale" and step.found is not None:
                 await self._reshow(ctx, step.found)
-            await self._acked(acks, query)
+            await acks[0]
         finally:
             self._release(held)
 
@@ -589,13 +591,6 @@ class WaymarkBot:
     def _acked_done(self, task: asyncio.Task[None]) -> None:
         self._acking.discard(task)
         self.in_flight -= 1
-
-    async def _acked(self, acks: list[asyncio.Task[None]], query: CallbackQuery) -> None:
-        """Wait for the press's early answer (answer now if there is none)."""
-        if acks:
-            await acks[0]
-        else:
-            await self._ack(query, None)
 
     def _verdict(self, press: Any, owner: str, found: Found | None) -> tuple[str, Input | None]:
         """What an answer press means: ("apply", input) or a refusal and None."""
