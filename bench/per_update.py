@@ -20,7 +20,12 @@ API responses (recorded raw by the bots' HTTP request object, parsed after each 
 press) and builds each update as Telegram would send it.
 
     .venv/bin/python bench/per_update.py [--db sqlite|postgres] [--users 1,50,500] [--rounds 2]
-        [--bots bare,bare-gather,bare-aiohttp,waymark] [--presses N (per user, with one user)]
+        [--bots bare,bare-gather,bare-aiohttp,bare-durable,waymark] [--presses N (per user,
+        with one user)]
+
+**bare-durable** is the bare bot storing one row per press before it answers (bench/floor.py:
+an insert and its COMMIT, one round trip, on the database of the run): not a floor for the
+ratios, but the least that any bot storing each answer pays on top of the bare bot.
 
 ``--bots`` may add **bare-content**: the bare-aiohttp bot replaying the questions and keyboards
 Waymark sent in the same round, so that the content's own cost can be told apart from
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -54,6 +60,7 @@ for _name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pro
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 # bench/paired.py reaches them through this module, as well.
+from floor import durable_write
 from schemas import schema_for
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, ApplicationBuilder, TypeHandler
@@ -63,6 +70,7 @@ from bot.http import AiohttpRequest
 from bot.runtime import open_runtime
 from bot.settings import Settings
 from bot.telegram_app import build_application
+from storage.db import make_engine, migrate
 from tests.fakes.telegram_api import CONTROL_PREFIX, BotApiSpec, utf16_len
 
 TOKEN = "123456:BENCH"
@@ -73,7 +81,7 @@ POOL_SIZE = 256
 # each chat and never sees the messages the driver builds, so ids stay unique per chat.
 USER_MESSAGE_IDS = 1_000_000_000
 MENU_BUTTON = "Red-flag observation"
-BOTS = ("bare", "bare-gather", "bare-aiohttp", "waymark", "bare-content")
+BOTS = ("bare", "bare-gather", "bare-aiohttp", "bare-durable", "waymark", "bare-content")
 FLOORS = ("bare", "bare-gather", "bare-aiohttp")
 ENDED = "does not identify"
 
@@ -306,6 +314,7 @@ def bare_app(
     *,
     gather: bool = False,
     content: list[JSON] | None = None,
+    durable: Callable[[str], None] | None = None,
 ) -> AnyApp:
     keyboard = InlineKeyboardMarkup(
         [
@@ -328,6 +337,9 @@ def bare_app(
         counter["n"] += 1
         if update.callback_query is not None:
             query = update.callback_query
+            if durable is not None:
+                # "bare-durable": the least a press that stores its answer does, first.
+                await asyncio.to_thread(durable, f"{update.update_id}")
             if replies:
                 text, markup = replies[counter["n"] % len(replies)]
                 edit = query.edit_message_text(text, parse_mode="HTML", reply_markup=markup)
@@ -412,9 +424,16 @@ async def run_bare(
     gather: bool = False,
     content: list[JSON] | None = None,
     aiohttp: bool = False,
+    durable_url: str | None = None,
 ) -> Result:
     request: RecordingRequest = RecordingAiohttp() if aiohttp else RecordingHttpx()
-    app = bare_app(fake, request, gather=gather, content=content)
+    engine = None
+    durable = None
+    if durable_url is not None:
+        engine = make_engine(durable_url)
+        migrate(engine)
+        durable = functools.partial(durable_write, engine)
+    app = bare_app(fake, request, gather=gather, content=content, durable=durable)
     async with app:
         harness = Harness(app, request, updates)
         harness.chats.drain()
@@ -425,7 +444,11 @@ async def run_bare(
 
         for user in ids:
             await start(user)
-        return await press_loop(harness, fake, ids, PRESSES_PER_USER[users], start)
+        try:
+            return await press_loop(harness, fake, ids, PRESSES_PER_USER[users], start)
+        finally:
+            if engine is not None:
+                engine.dispose()
 
 
 async def press_loop(
@@ -518,7 +541,7 @@ async def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--users", default="1,50,500")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--bots", default="bare,bare-gather,bare-aiohttp,waymark")
+    parser.add_argument("--bots", default="bare,bare-gather,bare-aiohttp,bare-durable,waymark")
     parser.add_argument("--presses", type=int, default=PRESSES_PER_USER[1])
     parser.add_argument(
         "--pg-url",
@@ -554,10 +577,14 @@ async def main() -> None:
     try:
         updates = Updates(fake)
         for users in [int(u) for u in args.users.split(",")]:
-            results: dict[str, list[Result]] = {b: [] for b in bots}
+            # bare-durable answers the one-user question (what a durable write per press
+            # costs); with many users it would measure its own naive design, a default
+            # executor's threads each committing alone.
+            here = [b for b in bots if users == 1 or b != "bare-durable"]
+            results: dict[str, list[Result]] = {b: [] for b in here}
             for _ in range(args.rounds):
                 edits: list[JSON] = []
-                for name in bots:
+                for name in here:
                     if name == "waymark":
                         base = args.pg_url if args.db == "postgres" else None
                         with tempfile.TemporaryDirectory() as tmp, schema_for(base) as db_url:
@@ -570,6 +597,12 @@ async def main() -> None:
                         result = await run_bare(
                             fake, updates, users, gather=True, content=edits, aiohttp=True
                         )
+                    elif name == "bare-durable":
+                        # The bare bot (the goal's), storing one row per press first.
+                        base = args.pg_url if args.db == "postgres" else None
+                        with tempfile.TemporaryDirectory() as tmp, schema_for(base) as db_url:
+                            url = db_url or f"sqlite:///{Path(tmp) / 'durable.db'}"
+                            result = await run_bare(fake, updates, users, durable_url=url)
                     elif name == "bare-aiohttp":
                         result = await run_bare(fake, updates, users, gather=True, aiohttp=True)
                     else:
@@ -578,7 +611,7 @@ async def main() -> None:
                 check_updates(spec, updates)
             summaries = {k: [summary(r) for r in v] for k, v in results.items()}
             best = {k: min(v, key=lambda r: r["median_ms"]) for k, v in summaries.items()}
-            for name in bots:
+            for name in here:
                 r = best[name]
                 ratios = ratio_cells(r["median_ms"], [best[f]["median_ms"] for f in floors])
                 print(

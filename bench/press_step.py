@@ -7,17 +7,25 @@ checkout's code (say, a ``git worktree`` of the commit before a change), so that
 two, taken by turns, compare the change alone.
 
     .venv/bin/python bench/press_step.py [--db-url postgresql+psycopg://…] [--n 1500]
-        [--tree ../wt-before] [--delay-ms 1]
+        [--tree ../wt-before] [--delay-ms 1] [--idle-ms 2] [--floor]
 
 ``--delay-ms`` puts the database behind ``bench/delay_relay.py``, which delays every byte by
 that much each way: a database on another machine, where each round trip costs more. The
 printed line then also gives a ``SELECT 1``'s median time through the relay.
+
+``--idle-ms`` runs each press as the bot does, on a worker thread that the main thread waits
+for, and then leaves the process idle that long before the next one: a bot between updates.
+A back-to-back loop keeps both cores busy, so that no waiting side has gone idle; on a
+virtual machine, waking one costs time on every round trip. ``--floor`` runs, instead of a
+press, the least any durable press must do: one transaction that inserts one row and
+commits (BEGIN, the insert and COMMIT in one round trip on PostgreSQL).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -25,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,23 +43,34 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SESSIONS = 8
 
 
+@dataclasses.dataclass(frozen=True)
+class How:
+    """How each press runs: ``--idle-ms`` and ``--floor``."""
+
+    idle_ms: float = 0.0
+    floor: bool = False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--db-url", default=None, help="a PostgreSQL URL; SQLite if not given")
     parser.add_argument("--n", type=int, default=1500)
     parser.add_argument("--delay-ms", type=float, default=0.0, help="PostgreSQL only")
+    parser.add_argument("--idle-ms", type=float, default=0.0)
+    parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()
+    how = How(args.idle_ms, args.floor)
     tree = Path(args.tree).resolve()
     sys.path.insert(0, str(tree))  # that tree's storage package
     with tempfile.TemporaryDirectory() as tmp:
         if args.db_url is None:
-            run(tree, f"sqlite:///{Path(tmp) / 'bench.db'}", args.n)
+            run(tree, f"sqlite:///{Path(tmp) / 'bench.db'}", args.n, how)
         elif args.delay_ms > 0:
             with delayed(args.db_url, args.delay_ms) as url:
-                run_on_schema(tree, url, args.n)
+                run_on_schema(tree, url, args.n, how)
         else:
-            run_on_schema(tree, args.db_url, args.n)
+            run_on_schema(tree, args.db_url, args.n, how)
 
 
 @contextlib.contextmanager
@@ -79,15 +99,17 @@ def delayed(url: str, delay_ms: float) -> Iterator[str]:
         relay.wait(timeout=10)
 
 
-def run_on_schema(tree: Path, base_url: str, n: int) -> None:
+def run_on_schema(tree: Path, base_url: str, n: int, how: How) -> None:
     from schemas import schema_for  # this bench folder's, not the tree's
 
     with schema_for(base_url) as url:
         assert url is not None
-        run(tree, url, n)
+        run(tree, url, n, how)
 
 
-def run(tree: Path, url: str, n: int) -> None:
+def run(tree: Path, url: str, n: int, how: How) -> None:
+    from floor import durable_write  # this bench folder's; it runs the tree's storage
+
     from storage.crypto import KeyRing
     from storage.db import make_engine, migrate
     from storage.locks import lease
@@ -115,19 +137,34 @@ def run(tree: Path, url: str, n: int) -> None:
             conn.exec_driver_sql("SELECT 1").all()
             pings.append(time.perf_counter() - started)
         conn.rollback()
-    walls: list[float] = []
-    cpu = time.process_time()
-    for k in range(n):
+
+    def press(k: int) -> None:
         owner = owners[k % SESSIONS]
-        started = time.perf_counter()
         held = lease(engine, f"chat:{owner}", lazy=True)
         store.step(owner, now=T0, decide=decide(k), lease=held)
         held.release()
-        walls.append(time.perf_counter() - started)
+
+    def floor(k: int) -> None:
+        durable_write(engine, f"floor{k}")
+
+    work = floor if how.floor else press
+    walls: list[float] = []
+    cpu = time.process_time()
+    with ThreadPoolExecutor(1) as thread:
+        for k in range(n):
+            started = time.perf_counter()
+            if how.idle_ms:
+                thread.submit(work, k).result()
+            else:
+                work(k)
+            walls.append(time.perf_counter() - started)
+            if how.idle_ms:
+                time.sleep(how.idle_ms / 1000)
     cpu = time.process_time() - cpu
     engine.dispose()
     print(
-        f"{tree.name} ({engine.dialect.name}): median {1000 * statistics.median(walls):.3f} ms "
+        f"{tree.name} ({engine.dialect.name}, {'floor' if how.floor else 'press'}, idle "
+        f"{how.idle_ms:g} ms): median {1000 * statistics.median(walls):.3f} ms "
         f"per press, CPU {1000 * cpu / n:.3f} ms per press ({n} presses; SELECT 1: "
         f"{1000 * statistics.median(pings):.3f} ms)"
     )

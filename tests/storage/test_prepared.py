@@ -137,3 +137,49 @@ def test_a_write_that_misses_its_version_is_a_conflict_and_rolls_back(store: Sto
     assert store.answers(record.id, now=T0) == {}
     with store.engine.connect() as conn:
         assert conn.execute(select(ProcessedUpdate.key)).all() == []
+
+
+def _step_with(store: Store, changes: list[AnswerChange], claim: str | None = None) -> None:
+    def decide(
+        _profile: dict[str, Any], record: SessionRecord | None
+    ) -> tuple[None, StepPlan | None]:
+        assert record is not None
+        return None, StepPlan({"n": record.version}, "active", changes, claim)
+
+    store.step("owner", now=T0, decide=decide)
+
+
+def test_a_step_s_claim_and_answers_are_written_with_it(store: Store) -> None:
+    """Kept and dropped answers of one step, with its claim: all are written, and a replay
+    of the claim writes none of them."""
+    record = store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
+    _step_with(store, [AnswerChange("q1", "yes"), AnswerChange("q2", [1, 2])])
+    _step_with(store, [AnswerChange("q1", drop=True), AnswerChange("q3", 3)], claim="u1")
+    assert store.answers(record.id, now=T0) == {"q2": [1, 2], "q3": 3}
+    with pytest.raises(Duplicate):
+        _step_with(store, [AnswerChange("q2", drop=True), AnswerChange("q4", 4)], claim="u1")
+    assert store.answers(record.id, now=T0) == {"q2": [1, 2], "q3": 3}
+    again = store.active_session("owner", now=T0)
+    assert again is not None and again.version == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "kept"),
+    [
+        # One slot twice in one step: the changes apply in order. (Were they parts of one
+        # statement, as data-modifying CTEs, all would see the row as before the step.)
+        ([AnswerChange("q1", drop=True), AnswerChange("q1", "again")], {"q1": "again"}),
+        ([AnswerChange("q1", "new"), AnswerChange("q1", drop=True)], {}),
+        ([AnswerChange("q1", "a"), AnswerChange("q1", "b")], {"q1": "b"}),
+        # Many changes in one step.
+        ([AnswerChange(f"q{n}", n) for n in range(7)], {f"q{n}": n for n in range(7)}),
+    ],
+)
+def test_a_step_that_changes_one_slot_twice_or_many_applies_them_in_order(
+    store: Store, changes: list[AnswerChange], kept: dict[str, Any]
+) -> None:
+    """A step's answer changes apply in the order given, however many there are."""
+    record = store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
+    _step_with(store, [AnswerChange("q1", "old")])
+    _step_with(store, changes, claim="u2")
+    assert store.answers(record.id, now=T0) == kept
