@@ -1,24 +1,24 @@
 """A button press's database work alone, in a loop: lock, read, decide, write, commit, unlock.
 
 No Telegram and no event loop: ``Store.step`` with a lazy chat lease, then the lease's
-release, for ``--n`` presses spread over eight sessions, on one thread. Prints the median
+release, for ``--n`` presses spread over eight sessions, on one thread (see ``--thread``). Prints the median
 wall time per press and the process's CPU time per press. With ``--tree`` it runs another
 checkout's code (say, a ``git worktree`` of the commit before a change), so that runs of the
 two, taken by turns, compare the change alone.
 
     .venv/bin/python bench/press_step.py [--db-url postgresql+psycopg://…] [--n 1500]
-        [--tree ../wt-before] [--delay-ms 1] [--idle-ms 2] [--floor]
+        [--tree ../wt-before] [--delay-ms 1] [--thread] [--idle-ms 2] [--floor]
 
 ``--delay-ms`` puts the database behind ``bench/delay_relay.py``, which delays every byte by
 that much each way: a database on another machine, where each round trip costs more. The
 printed line then also gives a ``SELECT 1``'s median time through the relay.
 
-``--idle-ms`` runs each press as the bot does, on a worker thread that the main thread waits
-for, and then leaves the process idle that long before the next one: a bot between updates.
-A back-to-back loop keeps both cores busy, so that no waiting side has gone idle; on a
-virtual machine, waking one costs time on every round trip. ``--floor`` runs, instead of a
-press, the least any durable press must do: one transaction that inserts one row and
-commits (BEGIN, the insert and COMMIT in one round trip on PostgreSQL).
+``--thread`` runs each press on a worker thread that the main thread waits for, as the bot
+runs its database work (the bot's event loop waits differently: this is the hop alone).
+``--idle-ms`` leaves the process idle that long after each press, as a bot is between
+updates; a back-to-back loop keeps both cores busy. ``--floor`` runs, instead of a press,
+the least any durable press must do (``floor.py``): one transaction that inserts one row
+and commits (BEGIN, the insert and COMMIT in one round trip on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ SESSIONS = 8
 
 @dataclasses.dataclass(frozen=True)
 class How:
-    """How each press runs: ``--idle-ms`` and ``--floor``."""
+    """How each press runs: ``--thread``, ``--idle-ms`` and ``--floor``."""
 
+    thread: bool = False
     idle_ms: float = 0.0
     floor: bool = False
 
@@ -57,10 +58,11 @@ def main() -> None:
     parser.add_argument("--db-url", default=None, help="a PostgreSQL URL; SQLite if not given")
     parser.add_argument("--n", type=int, default=1500)
     parser.add_argument("--delay-ms", type=float, default=0.0, help="PostgreSQL only")
+    parser.add_argument("--thread", action="store_true")
     parser.add_argument("--idle-ms", type=float, default=0.0)
     parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()
-    how = How(args.idle_ms, args.floor)
+    how = How(args.thread, args.idle_ms, args.floor)
     tree = Path(args.tree).resolve()
     sys.path.insert(0, str(tree))  # that tree's storage package
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +110,7 @@ def run_on_schema(tree: Path, base_url: str, n: int, how: How) -> None:
 
 
 def run(tree: Path, url: str, n: int, how: How) -> None:
-    from floor import durable_write  # this bench folder's; it runs the tree's storage
+    from floor import DurableWrite  # this bench folder's; it runs the tree's storage
 
     from storage.crypto import KeyRing
     from storage.db import make_engine, migrate
@@ -145,15 +147,16 @@ def run(tree: Path, url: str, n: int, how: How) -> None:
         held.release()
 
     def floor(k: int) -> None:
-        durable_write(engine, f"floor{k}")
+        durable(f"floor{k}")
 
+    durable = DurableWrite(engine)
     work = floor if how.floor else press
     walls: list[float] = []
     cpu = time.process_time()
     with ThreadPoolExecutor(1) as thread:
         for k in range(n):
             started = time.perf_counter()
-            if how.idle_ms:
+            if how.thread:
                 thread.submit(work, k).result()
             else:
                 work(k)
@@ -162,10 +165,10 @@ def run(tree: Path, url: str, n: int, how: How) -> None:
                 time.sleep(how.idle_ms / 1000)
     cpu = time.process_time() - cpu
     engine.dispose()
+    what = f"{'floor' if how.floor else 'press'}{', on a thread' if how.thread else ''}"
     print(
-        f"{tree.name} ({engine.dialect.name}, {'floor' if how.floor else 'press'}, idle "
-        f"{how.idle_ms:g} ms): median {1000 * statistics.median(walls):.3f} ms "
-        f"per press, CPU {1000 * cpu / n:.3f} ms per press ({n} presses; SELECT 1: "
+        f"{tree.name} ({engine.dialect.name}, {what}, idle {how.idle_ms:g} ms): median "
+        f"{1000 * statistics.median(walls):.3f} ms per press, CPU {1000 * cpu / n:.3f} ms per press ({n} presses; SELECT 1: "
         f"{1000 * statistics.median(pings):.3f} ms)"
     )
 

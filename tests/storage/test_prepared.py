@@ -171,14 +171,25 @@ def test_a_step_s_claim_and_answers_are_written_with_it(store: Store) -> None:
         ([AnswerChange("q1", drop=True), AnswerChange("q1", "again")], {"q1": "again"}),
         ([AnswerChange("q1", "new"), AnswerChange("q1", drop=True)], {}),
         ([AnswerChange("q1", "a"), AnswerChange("q1", "b")], {"q1": "b"}),
-        # Many changes in one step.
+        # Several slots, each changed more than once, interleaved.
+        (
+            [
+                AnswerChange("q1", "a"),
+                AnswerChange("q2", "x"),
+                AnswerChange("q1", drop=True),
+                AnswerChange("q2", "y"),
+                AnswerChange("q1", "c"),
+            ],
+            {"q1": "c", "q2": "y"},
+        ),
+        # Many changes in one step: all of them apply.
         ([AnswerChange(f"q{n}", n) for n in range(7)], {f"q{n}": n for n in range(7)}),
     ],
 )
-def test_a_step_that_changes_one_slot_twice_or_many_applies_them_in_order(
+def test_a_step_s_answer_changes_apply_in_the_order_given(
     store: Store, changes: list[AnswerChange], kept: dict[str, Any]
 ) -> None:
-    """A step's answer changes apply in the order given, however many there are."""
+    """A step's answer changes apply in the order given, and all of them apply."""
     record = store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
     _step_with(store, [AnswerChange("q1", "old")])
     _step_with(store, changes, claim="u2")
