@@ -339,19 +339,19 @@ def bare_app(
         counter["n"] += 1
         if update.callback_query is not None:
             query = update.callback_query
-            if durable is not None:
-                # "bare-durable", as Waymark does it at best: the spinner answered while the
-                # write is in flight, the edit once it is stored.
-                write = asyncio.to_thread(durable, f"{update.update_id}")
-                await asyncio.gather(query.answer(), write)
-                await query.edit_message_text(f"Question {counter['n']}", reply_markup=keyboard)
-                return
             if replies:
                 text, markup = replies[counter["n"] % len(replies)]
                 edit = query.edit_message_text(text, parse_mode="HTML", reply_markup=markup)
             else:
                 edit = query.edit_message_text(f"Question {counter['n']}", reply_markup=keyboard)
-            if gather:
+            if durable is not None:
+                # "bare-durable", as Waymark does it at best: the spinner answered while the
+                # write is in flight, the edit once it is stored.
+                await asyncio.gather(
+                    query.answer(), asyncio.to_thread(durable, f"{update.update_id}")
+                )
+                await edit
+            elif gather:
                 # Both calls at once (Waymark answers the press while its write is in flight,
                 # and edits once it is stored).
                 await asyncio.gather(query.answer(), edit)
@@ -577,6 +577,7 @@ async def main() -> None:
     )
     print("|---|---|---|---|---|---|" + "---|" * len(floors) + "---|---|")
     fake = FakeProcess()
+    base = args.pg_url if args.db == "postgres" else None
     try:
         updates = Updates(fake)
         for users in [int(u) for u in args.users.split(",")]:
@@ -589,7 +590,6 @@ async def main() -> None:
                 edits: list[JSON] = []
                 for name in here:
                     if name == "waymark":
-                        base = args.pg_url if args.db == "postgres" else None
                         with tempfile.TemporaryDirectory() as tmp, schema_for(base) as db_url:
                             result = await run_waymark(
                                 fake, updates, users, db_url, Path(tmp), edits
@@ -602,7 +602,6 @@ async def main() -> None:
                         )
                     elif name == "bare-durable":
                         # bare-aiohttp storing one row per press (see bare_app).
-                        base = args.pg_url if args.db == "postgres" else None
                         with tempfile.TemporaryDirectory() as tmp, schema_for(base) as db_url:
                             url = db_url or f"sqlite:///{Path(tmp) / 'durable.db'}"
                             result = await run_bare(

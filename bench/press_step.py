@@ -1,10 +1,10 @@
 """A button press's database work alone, in a loop: lock, read, decide, write, commit, unlock.
 
 No Telegram and no event loop: ``Store.step`` with a lazy chat lease, then the lease's
-release, for ``--n`` presses spread over eight sessions, on one thread (see ``--thread``). Prints the median
-wall time per press and the process's CPU time per press. With ``--tree`` it runs another
-checkout's code (say, a ``git worktree`` of the commit before a change), so that runs of the
-two, taken by turns, compare the change alone.
+release, for ``--n`` presses spread over eight sessions, on one thread (see ``--thread``).
+Prints the median wall time per press and the process's CPU time per press. With ``--tree``
+it runs another checkout's code (say, a ``git worktree`` of the commit before a change), so
+that runs of the two, taken by turns, compare the change alone.
 
     .venv/bin/python bench/press_step.py [--db-url postgresql+psycopg://…] [--n 1500]
         [--tree ../wt-before] [--delay-ms 1] [--thread] [--idle-ms 2] [--floor]

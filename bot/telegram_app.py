@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import weakref
@@ -175,7 +176,7 @@ class WaymarkBot:
         self._releaser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waymark-release")
         self._releasing: set[asyncio.Future[None]] = set()
         #: Button presses' early answers still on their way (see _answer_press).
-        self._acking: set[asyncio.Task[None]] = set()
+        self._acking: set[asyncio.Future[None]] = set()
         self.flow_ids = sorted(runtime.flows)
         self.teams = Teams(runtime.store)
         self.desk = TeamDesk(runtime.settings, runtime.service, self.teams)
@@ -297,14 +298,22 @@ class WaymarkBot:
         """
         if held is None or held.connection is None:
             return
-        self.in_flight += 1
         done = asyncio.get_running_loop().run_in_executor(self._releaser, held.release)
-        self._releasing.add(done)
+        self._track(done, self._releasing)
         done.add_done_callback(self._released)
 
-    def _released(self, done: asyncio.Future[None]) -> None:
-        self._releasing.discard(done)
+    def _track(self, work: asyncio.Future[None], pool: set[asyncio.Future[None]]) -> None:
+        """Count ``work`` as in flight until it is done, in ``pool`` for a stop to await."""
+        self.in_flight += 1
+        pool.add(work)
+        work.add_done_callback(functools.partial(self._untrack, pool))
+
+    def _untrack(self, pool: set[asyncio.Future[None]], work: asyncio.Future[None]) -> None:
+        pool.discard(work)
         self.in_flight -= 1
+
+    @staticmethod
+    def _released(done: asyncio.Future[None]) -> None:
         if not done.cancelled() and done.exception() is not None:
             # Lease.release has discarded the connection, which ends its lock as well.
             log.warning("releasing a chat lock failed: %s", type(done.exception()).__name__)
@@ -508,9 +517,7 @@ class WaymarkBot:
             # whichever way this handler ends.
             task = loop.create_task(self._ack(query, toast))
             acks.append(task)
-            self._acking.add(task)
-            self.in_flight += 1
-            task.add_done_callback(self._acked_done)
+            self._track(task, self._acking)
 
         def choose(profile: dict[str, Any], found: Found | None) -> Input | None:
             # On the database thread, between the reads and the writes.
@@ -587,10 +594,6 @@ class WaymarkBot:
             # Any failure, not only Telegram's: nobody may be waiting for this task (the
             # handler can have ended another way). A spinner left turning loses nothing.
             log.warning("answering a button press failed: %s", type(exc).__name__)
-
-    def _acked_done(self, task: asyncio.Task[None]) -> None:
-        self._acking.discard(task)
-        self.in_flight -= 1
 
     def _verdict(self, press: Any, owner: str, found: Found | None) -> tuple[str, Input | None]:
         """What an answer press means: ("apply", input) or a refusal and None."""
