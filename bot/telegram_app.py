@@ -524,6 +524,11 @@ class WaymarkBot:
             own, respondent = self._translators(profile, user.language_code)
             seen["ctx"] = Context(owner, chat_id, own, claim, respondent, user.id, profile=profile)
             seen["verdict"], given = self._verdict(press, owner, found)
+            if given is None and found is not None and found[0].cached:
+                # A refusal decided on this process's copy of the session may only mean
+                # that another worker has moved it on: say nothing yet. Declining makes
+                # the step read the session afresh and ask again (Store.step).
+                return None
             if "answered" not in seen:
                 # Once: a retry after a conflict reads and decides again, but a button
                 # press can be answered only once (see the end of this method).

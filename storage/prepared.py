@@ -15,7 +15,8 @@ values are ciphertext, ids and timestamps.
 
 On PostgreSQL the statements of a press also travel together (``batch``, psycopg's
 pipeline mode), with the transaction's BEGIN and COMMIT among them (``transaction``,
-``queue_commit``): a press's transaction is two round trips.
+``queue_commit``): a press's transaction is two round trips, or one when the worker holds
+the session warm (``Store.step``).
 """
 
 from __future__ import annotations

@@ -12,19 +12,22 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from cachetools import TTLCache
 from sqlalchemy import (
     Connection,
     Dialect,
     Engine,
+    Integer,
     bindparam,
     delete,
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -67,6 +70,11 @@ class SessionRecord:
         version: Optimistic-lock version; pass it back to ``save``.
         state: The decrypted state.
         expires_at: When the session and its answers expire.
+        cached: Taken from this process's copy of the session as its last step left it,
+            not read from the database (``Store.step``). Another worker may have moved the
+            session on since: a step decided on it is written only if the stored version
+            is still this one, and a refusal decided on it is not to be trusted (``step``
+            decides again on a fresh read).
     """
 
     id: str
@@ -75,6 +83,7 @@ class SessionRecord:
     version: int
     state: dict[str, Any]
     expires_at: datetime
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +142,22 @@ R = TypeVar("R")
 _OWNER: BindParameter[str] = bindparam("owner")
 _NOW: BindParameter[datetime] = bindparam("now")
 _PROFILE_READ = (
-    select(Profile.data_ct, DataKey.id.label("key_id"), DataKey.kek_id, DataKey.wrapped)
+    select(
+        Profile.data_ct,
+        Profile.version,
+        DataKey.id.label("key_id"),
+        DataKey.kek_id,
+        DataKey.wrapped,
+    )
     .join(DataKey, DataKey.id == Profile.key_id)
     .where(Profile.owner == _OWNER, Profile.expires_at > _NOW, DataKey.expires_at > _NOW)
 )
+# The version of the owner's live profile, 0 when there is none (a profile's versions start
+# at 1): what ``_SESSION_WRITE`` compares with the profile a step was decided with.
+_PROFILE_VERSION = func.coalesce(
+    _PROFILE_READ.with_only_columns(Profile.version).scalar_subquery(), 0
+)
+_PROFILE_SEEN: BindParameter[int | None] = bindparam("profile_version", type_=Integer)
 _SESSION_COLUMNS = (
     SessionRow.id,
     SessionRow.owner,
@@ -184,6 +205,10 @@ _SESSION_WRITE = (
         SessionRow.id == bindparam("sid"),
         SessionRow.version == bindparam("expected"),
         SessionRow.expires_at > _NOW,
+        # A step decided with a profile (its language, what follows a consent) is written
+        # only if that profile is still the live one: with a cached copy (``Store.step``),
+        # another worker may have changed it. None: the writer read no profile (``save``).
+        or_(_PROFILE_SEEN.is_(None), _PROFILE_VERSION == _PROFILE_SEEN),
     )
     .values(
         state_ct=bindparam("state_ct"),
@@ -236,6 +261,22 @@ class _Hot:
         self.drop = Prepared(_ANSWER_DROP, dialect)
 
 
+#: How many owners' sessions ``Store.step`` keeps warm (see ``Store``).
+WARM_ENTRIES = 2048
+#: How long, in seconds, a warm session may go unused before it is dropped.
+WARM_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Warm:
+    """An owner's session as their last step wrote it (``Store.step``)."""
+
+    profile: dict[str, Any]
+    profile_version: int
+    record: SessionRecord
+    dek: bytes
+
+
 class Store:
     """Encrypted, expiring persistence of sessions and answers.
 
@@ -244,9 +285,17 @@ class Store:
         keys: The key ring.
     """
 
-    def __init__(self, engine: Engine, keys: KeyRing) -> None:
+    def __init__(self, engine: Engine, keys: KeyRing, *, warm_entries: int = WARM_ENTRIES) -> None:
         self.engine = engine
         self.keys = keys
+        # Each owner's session as their last step left it, with its data key and the
+        # profile it was decided with, so that the next press need not read them back
+        # (``step``). Bounded in number and in time: plaintext and keys stay in memory for
+        # minutes at most, not for as long as a conversation could last.
+        self._warm: TTLCache[str, _Warm] | None = (
+            TTLCache(maxsize=warm_entries, ttl=WARM_SECONDS) if warm_entries > 0 else None
+        )
+        self._warm_lock = threading.Lock()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._hot = _Hot(engine.dialect)
         self._readers = sessionmaker(
@@ -393,6 +442,7 @@ class Store:
         Any other active session of the same owner is ended first (one flow at a time).
         """
         session_id = crypto.random_id()
+        self._warm_drop(owner)
         with self._tx() as db:
             db.execute(
                 update(SessionRow)
@@ -471,6 +521,8 @@ class Store:
         plan = StepPlan(state, status, answers, claim, writes)
         with self._core_tx() as conn:
             row = self._hot.session.first(conn, {"id": session_id, "now": now})
+            if row is not None:
+                self._warm_drop(row.owner)
             if row is None or row.version != expected_version:
                 raise Conflict(f"session {session_id} changed or expired")
             record, dek = self._record(row)
@@ -491,6 +543,18 @@ class Store:
         result and a plan to write, or None to write nothing. On PostgreSQL the session row
         stays locked until the commit; on SQLite the transaction holds the write lock.
 
+        **The warm copy.** After a step, this store keeps the owner's session as the step
+        left it, with its data key and the profile it was decided with (bounded: see
+        ``WARM_ENTRIES``, ``WARM_SECONDS``). The next step decides on that copy
+        (``SessionRecord.cached``) without reading, and sends the lock and the writes
+        together: one round trip on PostgreSQL instead of two. The write holds only if the
+        session still has the copy's version and the profile the copy's version (the
+        statement checks both, unexpired), so another worker's change makes it fail with
+        Conflict and nothing written; the caller's retry then reads afresh. A copy is
+        never used past its session's expiry, and erasure and new sessions drop it. When
+        ``decide`` declines to write on the copy, or raises, it is asked again on a fresh
+        read: a refusal may be the copy's doing.
+
         Args:
             owner: The owner's pseudonym.
             now: The clock.
@@ -502,9 +566,14 @@ class Store:
             What ``decide`` returned first.
 
         Raises:
-            Conflict: The session changed meanwhile; nothing was written.
+            Conflict: The session or the profile changed meanwhile; nothing was written.
             Duplicate: The plan's claim was claimed before; nothing was written.
         """
+        warm = self._warm_take(owner, now)
+        if warm is not None:
+            done = self._step_warm(owner, now, decide, lease, warm)
+            if done is not None:
+                return done[0]
         hot = self._hot
         with self._core_tx(lease) as conn:
             # The lock, then the reads: one round trip on PostgreSQL (``prepared.batch``);
@@ -514,16 +583,90 @@ class Store:
                     lease.hold()
                 profile_sent = hot.profile.send(conn, {"owner": owner, "now": now})
                 active_sent = hot.active.send(conn, {"owner": owner, "now": now})
-            profile = self._profile_of(owner, hot.profile.row(conn, profile_sent))
+            profile, profile_version = self._profile_read(
+                owner, hot.profile.row(conn, profile_sent)
+            )
             row = hot.active.row(conn, active_sent)
             record, dek = self._record(row) if row is not None else (None, b"")
             result, plan = decide(profile, record)
             if plan is not None and record is not None:
-                self._write_step(conn, record, dek, plan, now)
-            return result
+                self._write_step(conn, record, dek, plan, now, lease, profile_version)
+        if record is not None:
+            self._warm_keep(_Warm(dict(profile), profile_version, record, dek), plan)
+        return result
+
+    def _step_warm(
+        self,
+        owner: str,
+        now: datetime,
+        decide: Callable[[dict[str, Any], SessionRecord | None], tuple[R, StepPlan | None]],
+        lease: Lease | None,
+        warm: _Warm,
+    ) -> tuple[R] | None:
+        """A step decided on the warm copy: the lock and the writes in one round trip.
+
+        Returns None when the step must be decided again on a fresh read: ``decide`` wrote
+        nothing or raised, and either may be the copy's doing. A write that finds the
+        session or the profile changed raises Conflict (nothing written), and the caller's
+        retry reads afresh, the copy being gone.
+        """
+        try:
+            result, plan = decide(dict(warm.profile), warm.record)
+        except Exception:
+            return None
+        if plan is None:
+            return None
+        with self._core_tx(lease) as conn:
+            self._write_step(conn, warm.record, warm.dek, plan, now, lease, warm.profile_version)
+        self._warm_keep(warm, plan)
+        return (result,)
+
+    def _warm_take(self, owner: str, now: datetime) -> _Warm | None:
+        """Take an owner's warm session out (a failed step leaves none behind)."""
+        if self._warm is None:
+            return None
+        with self._warm_lock:
+            warm = self._warm.pop(owner, None)
+        if warm is None or warm.record.expires_at <= now:
+            return None
+        return warm
+
+    def _warm_keep(self, warm: _Warm, plan: StepPlan | None) -> None:
+        """Keep a session as a step left it, if it is still active."""
+        record = warm.record
+        if plan is not None:
+            record = replace(
+                record, status=plan.status, version=record.version + 1, state=plan.state
+            )
+        if self._warm is None or record.status != "active":
+            return
+        with self._warm_lock:
+            self._warm[record.owner] = replace(warm, record=replace(record, cached=True))
+
+    def _warm_expire(self, now: datetime) -> None:
+        """Drop the warm sessions that have expired (the purge removes them from disk)."""
+        if self._warm is None:
+            return
+        with self._warm_lock:
+            gone = [o for o, w in self._warm.items() if w.record.expires_at <= now]
+            for owner in gone:
+                self._warm.pop(owner, None)
+
+    def _warm_drop(self, owner: str) -> None:
+        """Forget an owner's warm session (their session or profile changed another way)."""
+        if self._warm is not None:
+            with self._warm_lock:
+                self._warm.pop(owner, None)
 
     def _write_step(
-        self, conn: Connection, record: SessionRecord, dek: bytes, plan: StepPlan, now: datetime
+        self,
+        conn: Connection,
+        record: SessionRecord,
+        dek: bytes,
+        plan: StepPlan,
+        now: datetime,
+        lease: Lease | None = None,
+        profile_version: int | None = None,
     ) -> int:
         hot = self._hot
         version = record.version + 1
@@ -537,6 +680,9 @@ class Store:
         try:
             # Sent together (one round trip on PostgreSQL), run in this order.
             with batch(conn):
+                if lease is not None:
+                    # Held already after a read; a step on the warm copy takes it here.
+                    lease.hold()
                 if plan.claim is not None:
                     # First: a duplicate update fails here, before anything else is written.
                     hot.claim.send(conn, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
@@ -549,6 +695,8 @@ class Store:
                         "state_ct": state_ct,
                         "new_status": plan.status,
                         "new_version": version,
+                        "owner": record.owner,
+                        "profile_version": profile_version,
                     },
                 )
                 for change in plan.answers:
@@ -632,11 +780,17 @@ class Store:
     def erase_session(self, session_id: str) -> PurgeCounts:
         """Delete a session, its answers and its data key now."""
         with self._tx() as db:
-            key_ids = list(db.scalars(select(SessionRow.key_id).where(SessionRow.id == session_id)))
-            return self._delete(db, [session_id], key_ids)
+            rows = db.execute(
+                select(SessionRow.owner, SessionRow.key_id).where(SessionRow.id == session_id)
+            ).all()
+            for row in rows:
+                # Its plaintext and key must not outlive it in memory either.
+                self._warm_drop(row.owner)
+            return self._delete(db, [session_id], [row.key_id for row in rows])
 
     def erase_owner(self, owner: str) -> PurgeCounts:
         """Delete everything held about one person (``/forget``)."""
+        self._warm_drop(owner)
         with self._tx() as db:
             rows = db.execute(
                 select(SessionRow.id, SessionRow.key_id).where(SessionRow.owner == owner)
@@ -683,6 +837,7 @@ class Store:
         batch keeps a conversation waiting.
         """
         postgres = self.engine.dialect.name == "postgresql"
+        self._warm_expire(now)
         # Sessions first, each batch with its answers and data keys: deleting answers on
         # their own first would cost a second pass over them (on PostgreSQL every session
         # deleted afterwards still makes its cascade look through its answers' dead rows).
@@ -884,17 +1039,17 @@ class Store:
         """An owner's profile data (empty if none or expired)."""
         with self._tx(readonly=True) as db:
             row = self._hot.profile.first(db.connection(), {"owner": owner, "now": now})
-            return self._profile_of(owner, row)
+            return self._profile_read(owner, row)[0]
 
-    def _profile_of(self, owner: str, row: Any) -> dict[str, Any]:
-        """A profile row read with its data key's columns (``_PROFILE_READ``), decrypted."""
+    def _profile_read(self, owner: str, row: Any) -> tuple[dict[str, Any], int]:
+        """A profile row (``_PROFILE_READ``) decrypted, and its version (0: none live)."""
         if row is None:
-            return {}
+            return {}, 0
         dek = self.keys.unwrap(row.wrapped, row.key_id, row.kek_id)
         data: dict[str, Any] = crypto.unseal(
             dek, row.data_ct, table="profiles", row=owner, column="data"
         )
-        return data
+        return data, row.version
 
     def _profile_key(self, db: Session, owner: str, now: datetime, expires_at: datetime) -> bytes:
         row = db.get(Profile, owner)
@@ -931,6 +1086,8 @@ class Store:
         self, owner: str, changes: dict[str, Any], *, now: datetime, expires_at: datetime
     ) -> dict[str, Any]:
         """Merge ``changes`` into the profile (None deletes a key); extend its expiry."""
+        # The warm copy holds the old profile (a step on it would fail its check anyway).
+        self._warm_drop(owner)
         with self._tx() as db:
             dek = self._profile_key(db, owner, now, expires_at)
             row = db.scalars(select(Profile).where(Profile.owner == owner).with_for_update()).one()

@@ -1,0 +1,203 @@
+"""The warm session (``Store.step``): a worker's copy of a session as its last step left it.
+
+A step on the warm copy writes without reading first, so everything the read used to
+settle must still hold: another worker's change to the session or to the profile makes
+the write fail and the step read afresh; expiry and erasure are never served from memory;
+a refusal decided on the copy is decided again on a fresh read. Run on both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from storage.errors import Conflict
+from storage.repository import AnswerChange, SessionRecord, StepPlan, Store
+from tests.conftest import T0
+
+HOUR = timedelta(hours=1)
+
+
+class Decider:
+    """A ``decide`` for Store.step that records what it was given."""
+
+    def __init__(self, *, write: bool = True, refuse_cached: bool = False) -> None:
+        self.write = write
+        self.refuse_cached = refuse_cached
+        self.seen: list[tuple[dict[str, Any], SessionRecord | None]] = []
+
+    def __call__(
+        self, profile: dict[str, Any], record: SessionRecord | None
+    ) -> tuple[int | None, StepPlan | None]:
+        self.seen.append((profile, record))
+        if record is None or not self.write or (self.refuse_cached and record.cached):
+            return None, None
+        n = int(record.state["n"]) + 1
+        return n, StepPlan({"n": n}, "active", [AnswerChange("q", f"a{n}")])
+
+    @property
+    def cached(self) -> list[bool]:
+        return [r is not None and r.cached for _, r in self.seen]
+
+
+def _answered_once(store: Store) -> str:
+    """A session answered once by ``store`` (so ``store`` holds it warm); its id."""
+    record = store.create_session("o", {"n": 1}, now=T0, expires_at=T0 + HOUR)
+    assert store.step("o", now=T0, decide=Decider()) == 2
+    return record.id
+
+
+def test_the_step_after_a_step_decides_on_the_warm_copy_and_writes(store: Store) -> None:
+    sid = _answered_once(store)
+    decide = Decider()
+    assert store.step("o", now=T0, decide=decide) == 3
+    assert decide.cached == [True]
+    ((_, record),) = decide.seen
+    assert record is not None and (record.version, record.state) == (2, {"n": 2})
+    stored = store.get_session(sid, now=T0)
+    assert stored is not None and (stored.version, stored.state) == (3, {"n": 3})
+    assert store.answers(sid, now=T0) == {"q": "a3"}
+
+
+def test_another_worker_moving_the_session_on_fails_the_warm_write(store: Store) -> None:
+    sid = _answered_once(store)
+    other = Store(store.engine, store.keys)  # a second worker: no warm copy of its own
+    assert other.step("o", now=T0, decide=Decider()) == 3
+    decide = Decider()
+    with pytest.raises(Conflict):
+        store.step("o", now=T0, decide=decide)
+    assert decide.cached == [True]
+    # Nothing was written, and the retry (Service.step's) reads afresh.
+    assert store.answers(sid, now=T0) == {"q": "a3"}
+    assert store.step("o", now=T0, decide=decide) == 4
+    assert decide.cached == [True, False]
+
+
+def test_another_worker_changing_the_profile_fails_the_warm_write(store: Store) -> None:
+    sid = _answered_once(store)
+    other = Store(store.engine, store.keys)
+    other.update_profile("o", {"lang": "ar"}, now=T0, expires_at=T0 + HOUR)
+    decide = Decider()
+    with pytest.raises(Conflict):
+        store.step("o", now=T0, decide=decide)
+    assert decide.seen[0][0] == {}  # decided with the profile it had
+    assert store.step("o", now=T0, decide=decide) == 3
+    assert decide.seen[1][0] == {"lang": "ar"}
+    assert store.answers(sid, now=T0) == {"q": "a3"}
+
+
+def test_a_profile_that_expired_fails_the_warm_write(store: Store) -> None:
+    store.update_profile("o", {"lang": "fr"}, now=T0, expires_at=T0 + timedelta(minutes=5))
+    _answered_once(store)
+    later = T0 + timedelta(minutes=10)
+    decide = Decider()
+    with pytest.raises(Conflict):
+        store.step("o", now=later, decide=decide)
+    assert decide.seen[0][0] == {"lang": "fr"}
+    assert store.step("o", now=later, decide=decide) == 3
+    assert decide.seen[1][0] == {}
+
+
+def test_a_refusal_on_the_warm_copy_is_decided_again_on_a_fresh_read(store: Store) -> None:
+    _answered_once(store)
+    decide = Decider(refuse_cached=True)
+    assert store.step("o", now=T0, decide=decide) == 3
+    assert decide.cached == [True, False]
+
+
+def test_an_error_deciding_on_the_warm_copy_is_decided_again_on_a_fresh_read(
+    store: Store,
+) -> None:
+    _answered_once(store)
+    calls: list[bool] = []
+
+    def decide(profile: dict[str, Any], record: SessionRecord | None) -> tuple[int, None]:
+        assert record is not None
+        calls.append(record.cached)
+        if record.cached:
+            raise ValueError("the copy's question is not the current one")
+        return 0, None
+
+    assert store.step("o", now=T0, decide=decide) == 0
+    assert calls == [True, False]
+    calls.clear()
+
+    def always(profile: dict[str, Any], record: SessionRecord | None) -> tuple[int, None]:
+        calls.append(record is not None and record.cached)
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        store.step("o", now=T0, decide=always)
+    assert calls == [True, False]  # the fresh read's error is the one raised
+
+
+def test_an_expired_session_is_not_served_from_memory(store: Store) -> None:
+    _answered_once(store)
+    decide = Decider()
+    assert store.step("o", now=T0 + 2 * HOUR, decide=decide) is None
+    assert decide.seen == [({}, None)]
+
+
+def test_erasure_takes_the_warm_copy_too(store: Store) -> None:
+    sid = _answered_once(store)
+    store.erase_session(sid)
+    decide = Decider()
+    store.step("o", now=T0, decide=decide)
+    assert decide.seen == [({}, None)]
+    _answered_once(store)
+    store.erase_owner("o")
+    decide = Decider()
+    store.step("o", now=T0, decide=decide)
+    assert decide.seen == [({}, None)]
+
+
+def test_the_purge_drops_expired_warm_copies_from_memory(store: Store) -> None:
+    _answered_once(store)
+    assert "o" in store._warm  # type: ignore[operator]
+    store.purge(now=T0 + 2 * HOUR, pause=0)
+    assert "o" not in store._warm  # type: ignore[operator]
+
+
+def test_a_session_that_ended_is_not_kept_warm(store: Store) -> None:
+    store.create_session("o", {"n": 1}, now=T0, expires_at=T0 + HOUR)
+
+    def end(profile: dict[str, Any], record: SessionRecord | None) -> tuple[None, StepPlan]:
+        return None, StepPlan({"n": 9}, "ended")
+
+    store.step("o", now=T0, decide=end)
+    decide = Decider()
+    store.step("o", now=T0, decide=decide)
+    assert decide.seen == [({}, None)]
+
+
+def test_a_new_session_replaces_the_warm_one(store: Store) -> None:
+    _answered_once(store)
+    fresh = store.create_session("o", {"n": 10}, now=T0, expires_at=T0 + HOUR)
+    decide = Decider()
+    assert store.step("o", now=T0, decide=decide) == 11
+    ((_, record),) = decide.seen
+    assert record is not None and record.id == fresh.id and not record.cached
+
+
+def test_no_warm_copies_when_switched_off(store: Store) -> None:
+    cold = Store(store.engine, store.keys, warm_entries=0)
+    cold.create_session("o", {"n": 1}, now=T0, expires_at=T0 + HOUR)
+    decide = Decider()
+    for _ in range(3):
+        cold.step("o", now=T0, decide=decide)
+    assert decide.cached == [False, False, False]
+
+
+def test_warm_copies_are_bounded_in_number(store: Store) -> None:
+    small = Store(store.engine, store.keys, warm_entries=1)
+    for owner in ("a", "b"):
+        small.create_session(owner, {"n": 1}, now=T0, expires_at=T0 + HOUR)
+    decide = Decider()
+    for owner in ("a", "b", "a", "b"):
+        small.step(owner, now=T0, decide=decide)
+    # Each step of one owner pushed the other's copy out.
+    assert decide.cached == [False, False, False, False]
+    small.step("b", now=T0, decide=decide)
+    assert decide.cached[-1] is True
