@@ -503,6 +503,14 @@ class WaymarkBot:
         that applies, as before. The next question is sent once the transaction has
         committed. A press whose write then fails has its spinner stopped and nothing
         else shown (nothing was stored; pressing again works).
+
+        Usually the checks run on this worker's copy of the session as its last press left
+        it (``Store.step``'s warm copy), and the lock and the writes then go in one round
+        trip. Only a press the copy finds applying is answered from it; a refusal is
+        decided again on a fresh read before anything is said. If another worker has
+        answered the question meanwhile, the write fails, the fresh read finds the press
+        stale, and since the spinner has been answered already, the chat is told so and
+        shown the current question.
         """
         message = query.message if isinstance(query.message, Message) else None
         seen: dict[str, Any] = {}
@@ -521,14 +529,15 @@ class WaymarkBot:
 
         def choose(profile: dict[str, Any], found: Found | None) -> Input | None:
             # On the database thread, between the reads and the writes.
+            verdict, given = self._verdict(press, owner, found)
+            if given is None and found is not None and found[0].cached:
+                # A refusal decided on this worker's copy of the session may only mean
+                # that another worker has moved it on: say nothing, keep nothing. Declining
+                # makes the step read the session afresh and ask again (Store.step).
+                return None
             own, respondent = self._translators(profile, user.language_code)
             seen["ctx"] = Context(owner, chat_id, own, claim, respondent, user.id, profile=profile)
-            seen["verdict"], given = self._verdict(press, owner, found)
-            if given is None and found is not None and found[0].cached:
-                # A refusal decided on this process's copy of the session may only mean
-                # that another worker has moved it on: say nothing yet. Declining makes
-                # the step read the session afresh and ask again (Store.step).
-                return None
+            seen["verdict"] = verdict
             if "answered" not in seen:
                 # Once: a retry after a conflict reads and decides again, but a button
                 # press can be answered only once (see the end of this method).
@@ -565,9 +574,12 @@ class WaymarkBot:
         ctx.lease = held
         try:
             verdict = seen["verdict"]
-            if step.turn is None and verdict != seen["answered"]:
-                # A conflict's retry decided otherwise than the answer already sent (say,
-                # the session ended meanwhile): its words go to the chat instead.
+            if step.turn is None and verdict == "stale" and seen["answered"] != "stale":
+                # A conflict's retry decided otherwise than the answer already sent: another
+                # worker answered this question meanwhile (the press was answered as applying,
+                # on this worker's copy of the session). The words go to the chat, with the
+                # current question after them. A session found closed or gone adds nothing:
+                # it may have been erased (quick exit, /forget), and the chat wiped with it.
                 toast = self._toast(ctx.tr, verdict)
                 if toast is not None:
                     await self._send(ctx, toast)
@@ -1026,6 +1038,9 @@ class WaymarkBot:
                 )
 
     async def _cleanup(self) -> None:
+        # On every worker (the purge runs on one at a time): sessions kept warm in memory
+        # go when unused for long or expired, even on a worker that gets no more updates.
+        self.store.sweep_warm(now=self.service.clock())
         due = await self.db(self.store.due_messages, now=self.service.clock())
         if due:
             await self._delete_refs(due)

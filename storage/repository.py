@@ -21,8 +21,9 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Engine,
-    Integer,
+    String,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -152,12 +153,16 @@ _PROFILE_READ = (
     .join(DataKey, DataKey.id == Profile.key_id)
     .where(Profile.owner == _OWNER, Profile.expires_at > _NOW, DataKey.expires_at > _NOW)
 )
-# The version of the owner's live profile, 0 when there is none (a profile's versions start
-# at 1): what ``_SESSION_WRITE`` compares with the profile a step was decided with.
-_PROFILE_VERSION = func.coalesce(
-    _PROFILE_READ.with_only_columns(Profile.version).scalar_subquery(), 0
+# Which profile, in which version, the owner has live ("<key id>:<version>", "" when none):
+# what ``_SESSION_WRITE`` compares with the profile a step was decided with. The key id
+# tells a profile rebuilt after expiry (its versions start at 1 again) from the old one.
+_PROFILE_TAG = func.coalesce(
+    _PROFILE_READ.with_only_columns(
+        Profile.key_id + ":" + cast(Profile.version, String)
+    ).scalar_subquery(),
+    "",
 )
-_PROFILE_SEEN: BindParameter[int | None] = bindparam("profile_version", type_=Integer)
+_PROFILE_SEEN: BindParameter[str | None] = bindparam("profile_tag", type_=String)
 _SESSION_COLUMNS = (
     SessionRow.id,
     SessionRow.owner,
@@ -208,7 +213,7 @@ _SESSION_WRITE = (
         # A step decided with a profile (its language, what follows a consent) is written
         # only if that profile is still the live one: with a cached copy (``Store.step``),
         # another worker may have changed it. None: the writer read no profile (``save``).
-        or_(_PROFILE_SEEN.is_(None), _PROFILE_VERSION == _PROFILE_SEEN),
+        or_(_PROFILE_SEEN.is_(None), _PROFILE_TAG == _PROFILE_SEEN),
     )
     .values(
         state_ct=bindparam("state_ct"),
@@ -263,8 +268,11 @@ class _Hot:
 
 #: How many owners' sessions ``Store.step`` keeps warm (see ``Store``).
 WARM_ENTRIES = 2048
-#: How long, in seconds, a warm session may go unused before it is dropped.
-WARM_SECONDS = 300.0
+#: How long, in seconds, a warm session may go unused before it is dropped. Long enough for
+#: a person's next answer; short, because a copy of a session erased through another
+#: worker stays in this one's memory until then (never written back nor shown: see
+#: ``Store.step``).
+WARM_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +280,7 @@ class _Warm:
     """An owner's session as their last step wrote it (``Store.step``)."""
 
     profile: dict[str, Any]
-    profile_version: int
+    profile_tag: str
     record: SessionRecord
     dek: bytes
 
@@ -285,15 +293,22 @@ class Store:
         keys: The key ring.
     """
 
-    def __init__(self, engine: Engine, keys: KeyRing, *, warm_entries: int = WARM_ENTRIES) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keys: KeyRing,
+        *,
+        warm_entries: int = WARM_ENTRIES,
+        warm_seconds: float = WARM_SECONDS,
+    ) -> None:
         self.engine = engine
         self.keys = keys
         # Each owner's session as their last step left it, with its data key and the
         # profile it was decided with, so that the next press need not read them back
         # (``step``). Bounded in number and in time: plaintext and keys stay in memory for
-        # minutes at most, not for as long as a conversation could last.
+        # minutes at most, not for as long as a conversation could last (``sweep_warm``).
         self._warm: TTLCache[str, _Warm] | None = (
-            TTLCache(maxsize=warm_entries, ttl=WARM_SECONDS) if warm_entries > 0 else None
+            TTLCache(maxsize=warm_entries, ttl=warm_seconds) if warm_entries > 0 else None
         )
         self._warm_lock = threading.Lock()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -548,10 +563,11 @@ class Store:
         ``WARM_ENTRIES``, ``WARM_SECONDS``). The next step decides on that copy
         (``SessionRecord.cached``) without reading, and sends the lock and the writes
         together: one round trip on PostgreSQL instead of two. The write holds only if the
-        session still has the copy's version and the profile the copy's version (the
-        statement checks both, unexpired), so another worker's change makes it fail with
-        Conflict and nothing written; the caller's retry then reads afresh. A copy is
-        never used past its session's expiry, and erasure and new sessions drop it. When
+        session still has the copy's version and the profile is still the copy's (same key,
+        same version; the statement checks both, unexpired), so another worker's change
+        makes it fail with Conflict and nothing written; the caller's retry then reads
+        afresh. A copy is never used past its session's expiry; erasure, a profile change
+        and a new session through this store drop it, and ``sweep_warm`` the old ones. When
         ``decide`` declines to write on the copy, or raises, it is asked again on a fresh
         read: a refusal may be the copy's doing.
 
@@ -583,16 +599,14 @@ class Store:
                     lease.hold()
                 profile_sent = hot.profile.send(conn, {"owner": owner, "now": now})
                 active_sent = hot.active.send(conn, {"owner": owner, "now": now})
-            profile, profile_version = self._profile_read(
-                owner, hot.profile.row(conn, profile_sent)
-            )
+            profile, profile_tag = self._profile_read(owner, hot.profile.row(conn, profile_sent))
             row = hot.active.row(conn, active_sent)
             record, dek = self._record(row) if row is not None else (None, b"")
             result, plan = decide(profile, record)
             if plan is not None and record is not None:
-                self._write_step(conn, record, dek, plan, now, lease, profile_version)
+                self._write_step(conn, record, dek, plan, now, lease, profile_tag)
         if record is not None:
-            self._warm_keep(_Warm(dict(profile), profile_version, record, dek), plan)
+            self._warm_keep(_Warm(dict(profile), profile_tag, record, dek), plan)
         return result
 
     def _step_warm(
@@ -617,7 +631,7 @@ class Store:
         if plan is None:
             return None
         with self._core_tx(lease) as conn:
-            self._write_step(conn, warm.record, warm.dek, plan, now, lease, warm.profile_version)
+            self._write_step(conn, warm.record, warm.dek, plan, now, lease, warm.profile_tag)
         self._warm_keep(warm, plan)
         return (result,)
 
@@ -643,14 +657,21 @@ class Store:
         with self._warm_lock:
             self._warm[record.owner] = replace(warm, record=replace(record, cached=True))
 
-    def _warm_expire(self, now: datetime) -> None:
-        """Drop the warm sessions that have expired (the purge removes them from disk)."""
+    def sweep_warm(self, *, now: datetime) -> int:
+        """Drop from memory the warm sessions unused for too long or expired; how many.
+
+        A cache drops an entry past its time only when something else is stored, so an idle
+        worker would keep it: the bot calls this every few seconds, on every worker (the
+        purge, which runs on one worker at a time, calls it too).
+        """
         if self._warm is None:
-            return
+            return 0
         with self._warm_lock:
+            unused = self._warm.expire()
             gone = [o for o, w in self._warm.items() if w.record.expires_at <= now]
             for owner in gone:
                 self._warm.pop(owner, None)
+            return len(unused) + len(gone)
 
     def _warm_drop(self, owner: str) -> None:
         """Forget an owner's warm session (their session or profile changed another way)."""
@@ -666,7 +687,7 @@ class Store:
         plan: StepPlan,
         now: datetime,
         lease: Lease | None = None,
-        profile_version: int | None = None,
+        profile_tag: str | None = None,
     ) -> int:
         hot = self._hot
         version = record.version + 1
@@ -696,7 +717,7 @@ class Store:
                         "new_status": plan.status,
                         "new_version": version,
                         "owner": record.owner,
-                        "profile_version": profile_version,
+                        "profile_tag": profile_tag,
                     },
                 )
                 for change in plan.answers:
@@ -783,14 +804,22 @@ class Store:
             rows = db.execute(
                 select(SessionRow.owner, SessionRow.key_id).where(SessionRow.id == session_id)
             ).all()
-            for row in rows:
-                # Its plaintext and key must not outlive it in memory either.
-                self._warm_drop(row.owner)
-            return self._delete(db, [session_id], [row.key_id for row in rows])
+            counts = self._delete(db, [session_id], [row.key_id for row in rows])
+        for row in rows:
+            # Its plaintext and key must not outlive it in this worker's memory either
+            # (dropped after the commit: a step meanwhile would have put a copy back).
+            self._warm_drop(row.owner)
+        return counts
 
     def erase_owner(self, owner: str) -> PurgeCounts:
         """Delete everything held about one person (``/forget``)."""
-        self._warm_drop(owner)
+        try:
+            return self._erase_owner(owner)
+        finally:
+            # After the transaction, as in ``erase_session``.
+            self._warm_drop(owner)
+
+    def _erase_owner(self, owner: str) -> PurgeCounts:
         with self._tx() as db:
             rows = db.execute(
                 select(SessionRow.id, SessionRow.key_id).where(SessionRow.owner == owner)
@@ -837,7 +866,7 @@ class Store:
         batch keeps a conversation waiting.
         """
         postgres = self.engine.dialect.name == "postgresql"
-        self._warm_expire(now)
+        self.sweep_warm(now=now)
         # Sessions first, each batch with its answers and data keys: deleting answers on
         # their own first would cost a second pass over them (on PostgreSQL every session
         # deleted afterwards still makes its cascade look through its answers' dead rows).
@@ -1041,15 +1070,15 @@ class Store:
             row = self._hot.profile.first(db.connection(), {"owner": owner, "now": now})
             return self._profile_read(owner, row)[0]
 
-    def _profile_read(self, owner: str, row: Any) -> tuple[dict[str, Any], int]:
-        """A profile row (``_PROFILE_READ``) decrypted, and its version (0: none live)."""
+    def _profile_read(self, owner: str, row: Any) -> tuple[dict[str, Any], str]:
+        """A profile row (``_PROFILE_READ``) decrypted, and its tag (``_PROFILE_TAG``)."""
         if row is None:
-            return {}, 0
+            return {}, ""
         dek = self.keys.unwrap(row.wrapped, row.key_id, row.kek_id)
         data: dict[str, Any] = crypto.unseal(
             dek, row.data_ct, table="profiles", row=owner, column="data"
         )
-        return data, row.version
+        return data, f"{row.key_id}:{row.version}"
 
     def _profile_key(self, db: Session, owner: str, now: datetime, expires_at: datetime) -> bytes:
         row = db.get(Profile, owner)

@@ -8,10 +8,17 @@ on the same database, as a second process would have.
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
 from bot import presenter
 from bot.callback_data import seq_code
 from bot.service import Service, Turn
 from flows.engine import current_ask
+from flows.errors import InputRejected, Reason
 from flows.events import Choice
 from storage.repository import Store
 from tests.bot.conftest import CHAT, USER, Harness
@@ -20,14 +27,16 @@ from tests.bot.conftest import CHAT, USER, Harness
 def _other_worker_answers(harness: Harness) -> Turn:
     """Answer the current question with its first option, as another worker would."""
     runtime = harness.runtime
-    other = Service(
-        Store(runtime.store.engine, runtime.store.keys), runtime.flows, runtime.service.clock
-    )
+    other = Service(_other_store(harness), runtime.flows, runtime.service.clock)
     found = other.current(harness.owner)
     assert found is not None
     _, state, flow = found
     codes, _ = presenter.answers(flow, current_ask(flow, state))
     return other.answer(harness.owner, Choice((codes[0],)), expected_seq=state.seq)
+
+
+def _other_store(harness: Harness) -> Store:
+    return Store(harness.runtime.store.engine, harness.runtime.store.keys)
 
 
 async def _at_second_question(harness: Harness) -> None:
@@ -65,10 +74,103 @@ async def test_a_press_the_copy_would_apply_but_another_worker_answered_is_not(
     await _at_second_question(harness)
     shown = harness.last()
     turn = _other_worker_answers(harness)
+    answered = len(harness.fake.calls_of("answerCallbackQuery"))
     harness.fake.press_button(CHAT, (0, 0), user_id=USER)
     await harness.idle()
     after = harness.state()
     assert after is not None
     assert (after.seq, after.history) == (turn.state.seq, turn.state.history)
+    # Answered (once, empty) on the copy, before the write found the session moved on.
+    answers = harness.fake.calls_of("answerCallbackQuery")[answered:]
+    assert len(answers) == 1 and not answers[0].get("text")
     assert "This question is closed. Here is the current one." in harness.texts()
     assert harness.last()["message_id"] != shown["message_id"]  # the current one, anew
+
+
+async def test_the_next_press_is_decided_on_the_warm_copy(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without another worker, a press after a press is decided and written on the copy:
+    one step, no fresh read (a copy that always failed would pass every other test)."""
+    await _at_second_question(harness)
+    store = harness.runtime.store
+    step_warm = store._step_warm
+    results: list[Any] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        results.append(step_warm(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(store, "_step_warm", spy)
+    before = harness.state()
+    assert before is not None
+    await harness.press((0, 0))
+    await harness.press((0, 0))
+    assert len(results) == 2 and all(r is not None for r in results), results
+    after = harness.state()
+    assert after is not None and len(after.history) == len(before.history) + 2
+
+
+async def test_a_press_after_an_erasure_through_another_worker_adds_nothing(
+    harness: Harness,
+) -> None:
+    """Another worker erased everything (/forget, or a quick exit): the copy's press is
+    answered, its write fails, and nothing at all is added to the chat."""
+    await _at_second_question(harness)
+    _other_store(harness).erase_owner(harness.owner)
+    sent = len(harness.fake.calls_of("sendMessage"))
+    edited = len(harness.fake.calls_of("editMessageText"))
+    harness.fake.press_button(CHAT, (0, 0), user_id=USER)
+    await harness.idle()
+    assert harness.state() is None
+    assert harness.fake.calls_of("sendMessage")[sent:] == []
+    assert harness.fake.calls_of("editMessageText")[edited:] == []
+    assert (
+        harness.runtime.store.sessions_of(harness.owner, now=harness.runtime.service.clock()) == []
+    )
+
+
+async def test_a_refusal_on_the_copy_then_a_flow_that_cannot_load_is_answered_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An old question's button: the copy calls it stale, so the session is read afresh,
+    and its flow cannot be loaded then. The press is answered "closed", once, and no
+    handler fails (the copy's refusal must leave no trace of an answer sent)."""
+    await _at_second_question(harness)
+    old = harness.fake.last_message(CHAT)
+    assert old is not None
+    old_data = old["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await harness.press((0, 0))  # the copy moves on; old_data is now an old question's
+    service = harness.runtime.service
+    flow_of = service.flow_of
+    calls: list[int] = []
+
+    def first_only(state: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise InputRejected(Reason.STALE, detail="the flow version is gone")
+        return flow_of(state)
+
+    monkeypatch.setattr(service, "flow_of", first_only)
+    answered = len(harness.fake.calls_of("answerCallbackQuery"))
+    with caplog.at_level(logging.ERROR):
+        harness.fake.press(CHAT, old["message_id"], old_data, user_id=USER)
+        await harness.idle()
+    assert len(calls) == 2  # the copy's decision, then the fresh read's
+    answers = harness.fake.calls_of("answerCallbackQuery")[answered:]
+    assert len(answers) == 1 and "closed" in (answers[0].get("text") or ""), answers
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_the_cleanup_loop_drops_expired_copies_on_every_worker(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker keeps no copy of a session past its expiry: the cleanup loop, which
+    every worker runs (the purge runs on one at a time), sweeps them."""
+    await _at_second_question(harness)
+    warm = harness.runtime.store._warm
+    assert warm is not None and warm.currsize == 1
+    clock = harness.runtime.service.clock
+    monkeypatch.setattr(harness.runtime.service, "clock", lambda: clock() + timedelta(days=3650))
+    await harness.bot._cleanup()
+    assert warm.currsize == 0

@@ -8,6 +8,7 @@ a refusal decided on the copy is decided again on a fresh read. Run on both data
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -61,6 +62,16 @@ def test_the_step_after_a_step_decides_on_the_warm_copy_and_writes(store: Store)
     assert store.answers(sid, now=T0) == {"q": "a3"}
 
 
+def test_a_warm_step_with_a_live_profile_writes(store: Store) -> None:
+    store.update_profile("o", {"lang": "fr"}, now=T0, expires_at=T0 + HOUR)
+    sid = _answered_once(store)
+    decide = Decider()
+    assert store.step("o", now=T0, decide=decide) == 3
+    assert decide.cached == [True]
+    assert decide.seen[0][0] == {"lang": "fr"}
+    assert store.answers(sid, now=T0) == {"q": "a3"}
+
+
 def test_another_worker_moving_the_session_on_fails_the_warm_write(store: Store) -> None:
     sid = _answered_once(store)
     other = Store(store.engine, store.keys)  # a second worker: no warm copy of its own
@@ -98,6 +109,40 @@ def test_a_profile_that_expired_fails_the_warm_write(store: Store) -> None:
     assert decide.seen[0][0] == {"lang": "fr"}
     assert store.step("o", now=later, decide=decide) == 3
     assert decide.seen[1][0] == {}
+
+
+def test_a_profile_rebuilt_after_expiry_at_the_same_version_fails_the_warm_write(
+    store: Store,
+) -> None:
+    """Versions start again at 1 in a rebuilt profile: the check tells it by its key."""
+    soon = T0 + timedelta(minutes=5)
+    store.update_profile("o", {"lang": "fr"}, now=T0, expires_at=soon)  # version 2
+    _answered_once(store)
+    later = soon + timedelta(minutes=1)
+    store.update_profile("x", {}, now=later, expires_at=later + HOUR)  # unrelated owner
+    other = Store(store.engine, store.keys)
+    other.update_profile("o", {"lang": "ar"}, now=later, expires_at=later + HOUR)  # new, v2
+    decide = Decider()
+    with pytest.raises(Conflict):
+        store.step("o", now=later, decide=decide)
+    assert decide.seen[0][0] == {"lang": "fr"}
+    assert store.step("o", now=later, decide=decide) == 3
+    assert decide.seen[1][0] == {"lang": "ar"}
+
+
+def test_an_erasure_through_another_worker_fails_the_warm_write(store: Store) -> None:
+    """The other worker cannot reach this one's memory; the copy's write then finds the
+    session gone, writes nothing, and the fresh read finds nothing."""
+    sid = _answered_once(store)
+    Store(store.engine, store.keys).erase_owner("o")
+    decide = Decider()
+    with pytest.raises(Conflict):
+        store.step("o", now=T0, decide=decide)
+    assert store.step("o", now=T0, decide=decide) is None
+    assert decide.cached == [True, False]
+    assert decide.seen[1] == ({}, None)
+    assert store.get_session(sid, now=T0) is None
+    assert store.answers(sid, now=T0) == {}
 
 
 def test_a_refusal_on_the_warm_copy_is_decided_again_on_a_fresh_read(store: Store) -> None:
@@ -153,11 +198,27 @@ def test_erasure_takes_the_warm_copy_too(store: Store) -> None:
     assert decide.seen == [({}, None)]
 
 
+def _held(store: Store) -> int:
+    # What the cache holds, entries past their time included (``in`` would skip those).
+    assert store._warm is not None
+    return int(store._warm.currsize)
+
+
 def test_the_purge_drops_expired_warm_copies_from_memory(store: Store) -> None:
     _answered_once(store)
-    assert "o" in store._warm  # type: ignore[operator]
+    assert _held(store) == 1
     store.purge(now=T0 + 2 * HOUR, pause=0)
-    assert "o" not in store._warm  # type: ignore[operator]
+    assert _held(store) == 0
+
+
+def test_the_sweep_drops_copies_unused_for_too_long(store: Store) -> None:
+    brief = Store(store.engine, store.keys, warm_seconds=0.05)
+    _answered_once(brief)
+    assert brief.sweep_warm(now=T0) == 0 and _held(brief) == 1
+    time.sleep(0.1)
+    # Still stored (the cache drops an entry past its time only when asked), until now.
+    assert brief.sweep_warm(now=T0) == 1
+    assert _held(brief) == 0
 
 
 def test_a_session_that_ended_is_not_kept_warm(store: Store) -> None:
