@@ -291,6 +291,8 @@ class Store:
     Args:
         engine: A SQLAlchemy engine (see ``storage.db.make_engine``), already migrated.
         keys: The key ring.
+        warm_entries: How many owners' sessions ``step`` keeps warm (0: none).
+        warm_seconds: How long a warm session may go unused before it is dropped.
     """
 
     def __init__(
@@ -660,9 +662,9 @@ class Store:
     def sweep_warm(self, *, now: datetime) -> int:
         """Drop from memory the warm sessions unused for too long or expired; how many.
 
-        A cache drops an entry past its time only when something else is stored, so an idle
-        worker would keep it: the bot calls this every few seconds, on every worker (the
-        purge, which runs on one worker at a time, calls it too).
+        The cache drops an entry past its time only when it is next used, so an idle worker
+        would keep it: the bot calls this every 20 s on every worker (the purge, which runs
+        on one worker at a time, calls it too).
         """
         if self._warm is None:
             return 0
