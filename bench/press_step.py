@@ -7,7 +7,7 @@ it runs another checkout's code (say, a ``git worktree`` of the commit before a 
 that runs of the two, taken by turns, compare the change alone.
 
     .venv/bin/python bench/press_step.py [--db-url postgresql+psycopg://…] [--n 1500]
-        [--tree ../wt-before] [--delay-ms 1] [--thread] [--idle-ms 2] [--floor]
+        [--tree ../wt-before] [--delay-ms 1] [--thread] [--idle-ms 2] [--floor] [--workers 2]
 
 ``--delay-ms`` puts the database behind ``bench/delay_relay.py``, which delays every byte by
 that much each way: a database on another machine, where each round trip costs more. The
@@ -19,6 +19,10 @@ runs its database work (the bot's event loop waits differently: this is the hop 
 updates; a back-to-back loop keeps both cores busy. ``--floor`` runs, instead of a press,
 the least any durable press must do (``floor.py``): one transaction that inserts one row
 and commits (BEGIN, the insert and COMMIT in one round trip on PostgreSQL).
+
+``--workers N`` gives each of N stores on the same database (N workers, each with its own warm
+sessions) the presses in turn: each session's successive presses go to the next worker, as a
+round-robin proxy in front of N webhook workers would spread a chat's updates.
 """
 
 from __future__ import annotations
@@ -45,11 +49,12 @@ SESSIONS = 8
 
 @dataclasses.dataclass(frozen=True)
 class How:
-    """How each press runs: ``--thread``, ``--idle-ms`` and ``--floor``."""
+    """How each press runs: ``--thread``, ``--idle-ms``, ``--floor`` and ``--workers``."""
 
     thread: bool = False
     idle_ms: float = 0.0
     floor: bool = False
+    workers: int = 1
 
 
 def main() -> None:
@@ -61,8 +66,9 @@ def main() -> None:
     parser.add_argument("--thread", action="store_true")
     parser.add_argument("--idle-ms", type=float, default=0.0)
     parser.add_argument("--floor", action="store_true")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    how = How(args.thread, args.idle_ms, args.floor)
+    how = How(args.thread, args.idle_ms, args.floor, args.workers)
     tree = Path(args.tree).resolve()
     sys.path.insert(0, str(tree))  # that tree's storage package
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,12 +120,15 @@ def run(tree: Path, url: str, n: int, how: How) -> None:
 
     from storage.crypto import KeyRing
     from storage.db import make_engine, migrate
+    from storage.errors import Conflict
     from storage.locks import lease
     from storage.repository import AnswerChange, SessionRecord, StepPlan, Store
 
     engine = make_engine(url)
     migrate(engine)
-    store = Store(engine, KeyRing.generate())
+    keys = KeyRing.generate()
+    stores = [Store(engine, keys) for _ in range(how.workers)]
+    store = stores[0]
     owners = [f"owner{i}" for i in range(SESSIONS)]
     for owner in owners:
         store.create_session(owner, {"n": 0}, now=T0, expires_at=T0 + timedelta(hours=1))
@@ -143,7 +152,16 @@ def run(tree: Path, url: str, n: int, how: How) -> None:
     def press(k: int) -> None:
         owner = owners[k % SESSIONS]
         held = lease(engine, f"chat:{owner}", lazy=True)
-        store.step(owner, now=T0, decide=decide(k), lease=held)
+        # Each session's next press goes to the next worker.
+        worker = stores[(k // SESSIONS) % len(stores)]
+        for _ in range(5):  # as Service.step retries
+            try:
+                worker.step(owner, now=T0, decide=decide(k), lease=held)
+                break
+            except Conflict:
+                continue
+        else:
+            raise SystemExit(f"press {k}: five conflicts in a row")
         held.release()
 
     def floor(k: int) -> None:
@@ -166,6 +184,8 @@ def run(tree: Path, url: str, n: int, how: How) -> None:
     cpu = time.process_time() - cpu
     engine.dispose()
     what = f"{'floor' if how.floor else 'press'}{', on a thread' if how.thread else ''}"
+    if how.workers > 1:
+        what += f", {how.workers} workers in turn"
     print(
         f"{tree.name} ({engine.dialect.name}, {what}, idle {how.idle_ms:g} ms): median "
         f"{1000 * statistics.median(walls):.3f} ms per press, CPU {1000 * cpu / n:.3f} ms per press ({n} presses; SELECT 1: "

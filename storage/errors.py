@@ -9,6 +9,8 @@ The tree::
     │   └── WrongKey             the key ring does not open this database
     ├── DecryptionFailed         a ciphertext was tampered with, or bound to another row
     ├── Conflict                 another writer changed the row first (optimistic locking)
+    │   └── Changed              a write's version check missed: the session (or the profile
+    │                            it was decided with) changed or expired since it was read
     ├── Duplicate                this update was already applied (exactly-once claims)
     └── DatabaseUnavailable      the database cannot be reached or opened
 """
@@ -42,6 +44,14 @@ class DecryptionFailed(StorageError):
 
 class Conflict(StorageError):
     """The row changed since it was read; the caller should reload and retry."""
+
+
+class Changed(Conflict):
+    """A write's version check missed: what it was decided on changed or expired.
+
+    Unlike a busy database (a plain Conflict), this says something about the data: another
+    writer got there first.
+    """
 
 
 class Duplicate(StorageError):

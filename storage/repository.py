@@ -39,7 +39,14 @@ from sqlalchemy.sql.expression import BindParameter
 
 from storage import crypto, purge_sql
 from storage.crypto import KeyRing
-from storage.errors import Conflict, DatabaseUnavailable, Duplicate, KeyFileMissing, WrongKey
+from storage.errors import (
+    Changed,
+    Conflict,
+    DatabaseUnavailable,
+    Duplicate,
+    KeyFileMissing,
+    WrongKey,
+)
 from storage.locks import Lease
 from storage.models import (
     AnswerRow,
@@ -312,6 +319,10 @@ class Store:
         self._warm: TTLCache[str, _Warm] | None = (
             TTLCache(maxsize=warm_entries, ttl=warm_seconds) if warm_entries > 0 else None
         )
+        # Owners whose copy here was found behind: their updates are being spread over
+        # several workers, so a copy would be behind again at their next press here, and a
+        # failed write costs more than the read it saves. None is kept for them for a while.
+        self._spread: TTLCache[str, bool] = TTLCache(maxsize=max(warm_entries, 1), ttl=warm_seconds)
         self._warm_lock = threading.Lock()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._hot = _Hot(engine.dialect)
@@ -571,7 +582,10 @@ class Store:
         afresh. A copy is never used past its session's expiry; erasure, a profile change
         and a new session through this store drop it, and ``sweep_warm`` the old ones. When
         ``decide`` declines to write on the copy, or raises, it is asked again on a fresh
-        read: a refusal may be the copy's doing.
+        read: a refusal may be the copy's doing. An owner whose copy was found behind
+        (``Changed``) gets none on this store for ``WARM_SECONDS``: their updates are being
+        spread over several workers, and a copy that fails costs more round trips than the
+        read it would save.
 
         Args:
             owner: The owner's pseudonym.
@@ -632,8 +646,14 @@ class Store:
             return None
         if plan is None:
             return None
-        with self._core_tx(lease) as conn:
-            self._write_step(conn, warm.record, warm.dek, plan, now, lease, warm.profile_tag)
+        try:
+            with self._core_tx(lease) as conn:
+                self._write_step(conn, warm.record, warm.dek, plan, now, lease, warm.profile_tag)
+        except Changed:
+            # Another writer got there first (a busy database says nothing of the kind).
+            with self._warm_lock:
+                self._spread[owner] = True
+            raise
         self._warm_keep(warm, plan)
         return (result,)
 
@@ -657,7 +677,8 @@ class Store:
         if self._warm is None or record.status != "active":
             return
         with self._warm_lock:
-            self._warm[record.owner] = replace(warm, record=replace(record, cached=True))
+            if record.owner not in self._spread:
+                self._warm[record.owner] = replace(warm, record=replace(record, cached=True))
 
     def sweep_warm(self, *, now: datetime) -> int:
         """Drop from memory the warm sessions unused for too long or expired; how many.
@@ -669,6 +690,7 @@ class Store:
         if self._warm is None:
             return 0
         with self._warm_lock:
+            self._spread.expire()
             unused = self._warm.expire()
             gone = [o for o, w in self._warm.items() if w.record.expires_at <= now]
             for owner in gone:
@@ -729,13 +751,13 @@ class Store:
         except DBAPIError as exc:
             if checked is not None and getattr(exc.orig, "sqlstate", None) == _VERSION_MISSED:
                 # Nothing is committed: the transaction rolls back with this error.
-                raise Conflict(f"session {record.id} changed or expired") from None
+                raise Changed(f"session {record.id} changed or expired") from None
             raise
         if checked is not None:
             written.close()
         elif Prepared.count(written) != 1:
             # Nothing is committed: the transaction rolls back with this error.
-            raise Conflict(f"session {record.id} changed or expired")
+            raise Changed(f"session {record.id} changed or expired")
         if writes:
             # Alerts and counts are written through the ORM, in a savepoint of this same
             # transaction (only when a flow ends, so the hot path stays plain).

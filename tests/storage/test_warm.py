@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from storage.errors import Conflict
+from storage.errors import Changed, Conflict
 from storage.repository import AnswerChange, SessionRecord, StepPlan, Store
 from tests.conftest import T0
 
@@ -77,13 +77,32 @@ def test_another_worker_moving_the_session_on_fails_the_warm_write(store: Store)
     other = Store(store.engine, store.keys)  # a second worker: no warm copy of its own
     assert other.step("o", now=T0, decide=Decider()) == 3
     decide = Decider()
-    with pytest.raises(Conflict):
+    with pytest.raises(Changed):
         store.step("o", now=T0, decide=decide)
     assert decide.cached == [True]
     # Nothing was written, and the retry (Service.step's) reads afresh.
     assert store.answers(sid, now=T0) == {"q": "a3"}
     assert store.step("o", now=T0, decide=decide) == 4
     assert decide.cached == [True, False]
+
+
+def test_an_owner_whose_copy_was_behind_is_not_kept_warm_for_a_while(store: Store) -> None:
+    """Their presses are being spread over workers: a copy here would be behind again at
+    the next press here, and a failed write costs more than the read it saves."""
+    brief = Store(store.engine, store.keys, warm_seconds=0.2)
+    other = Store(store.engine, store.keys)
+    _answered_once(brief)
+    other.step("o", now=T0, decide=Decider())
+    decide = Decider()
+    with pytest.raises(Changed):
+        brief.step("o", now=T0, decide=decide)
+    for _ in range(3):
+        brief.step("o", now=T0, decide=decide)
+    assert decide.cached == [True, False, False, False]
+    time.sleep(0.3)
+    brief.step("o", now=T0, decide=decide)  # kept again after this one
+    brief.step("o", now=T0, decide=decide)
+    assert decide.cached[-2:] == [False, True]
 
 
 def test_another_worker_changing_the_profile_fails_the_warm_write(store: Store) -> None:
