@@ -114,6 +114,8 @@ MENUS: dict[str, tuple[Kind, ...]] = {
 MAX_IN_FLIGHT = 24
 #: How often due message deletions run.
 CLEANUP_SECONDS = 20
+#: How often each worker drops the warm sessions unused for long or expired (storage).
+SWEEP_SECONDS = 20
 #: How often unacknowledged alerts are checked for reminders and escalation.
 REMIND_SECONDS = 5
 #: How often the periodic digest is checked for (it is sent once per period).
@@ -578,8 +580,9 @@ class WaymarkBot:
                 # A conflict's retry decided otherwise than the answer already sent: another
                 # worker answered this question meanwhile (the press was answered as applying,
                 # on this worker's copy of the session). The words go to the chat, with the
-                # current question after them. A session found closed or gone adds nothing:
-                # it may have been erased (quick exit, /forget), and the chat wiped with it.
+                # current question after them. A session found closed, gone or replaced by
+                # another ("invalid") adds nothing: it may have been erased (quick exit,
+                # /forget) and the chat wiped with it; a press on it again says why.
                 toast = self._toast(ctx.tr, verdict)
                 if toast is not None:
                     await self._send(ctx, toast)
@@ -993,6 +996,7 @@ class WaymarkBot:
         self._tasks = [
             asyncio.create_task(self._every(settings.purge_interval, self._purge)),
             asyncio.create_task(self._every(CLEANUP_SECONDS, self._cleanup)),
+            asyncio.create_task(self._every(SWEEP_SECONDS, self._sweep)),
             asyncio.create_task(self._every(settings.outbox_interval, self.teams_ui.send_outbox)),
             asyncio.create_task(self._every(REMIND_SECONDS, self.teams_ui.remind_and_escalate)),
             asyncio.create_task(self._every(DIGEST_CHECK_SECONDS, self.teams_ui.digests)),
@@ -1037,10 +1041,13 @@ class WaymarkBot:
                     counts.data_keys,
                 )
 
-    async def _cleanup(self) -> None:
-        # On every worker (the purge runs on one at a time): sessions kept warm in memory
-        # go when unused for long or expired, even on a worker that gets no more updates.
+    async def _sweep(self) -> None:
+        # On every worker (the purge runs on one at a time), in a loop of its own (no
+        # database call can hold it up): sessions kept warm in memory go when unused for
+        # long or expired, even on a worker that gets no more updates.
         self.store.sweep_warm(now=self.service.clock())
+
+    async def _cleanup(self) -> None:
         due = await self.db(self.store.due_messages, now=self.service.clock())
         if due:
             await self._delete_refs(due)

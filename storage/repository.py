@@ -470,8 +470,7 @@ class Store:
         Any other active session of the same owner is ended first (one flow at a time).
         """
         session_id = crypto.random_id()
-        self._warm_drop(owner)
-        with self._tx() as db:
+        with self._changing(owner), self._tx() as db:
             db.execute(
                 update(SessionRow)
                 .where(SessionRow.owner == owner, SessionRow.status == "active")
@@ -552,7 +551,7 @@ class Store:
             if row is not None:
                 self._warm_drop(row.owner)
             if row is None or row.version != expected_version:
-                raise Conflict(f"session {session_id} changed or expired")
+                raise Changed(f"session {session_id} changed or expired")
             record, dek = self._record(row)
             return self._write_step(conn, record, dek, plan, now)
 
@@ -683,9 +682,9 @@ class Store:
     def sweep_warm(self, *, now: datetime) -> int:
         """Drop from memory the warm sessions unused for too long or expired; how many.
 
-        The cache drops an entry past its time only when it is next used, so an idle worker
-        would keep it: the bot calls this every 20 s on every worker (the purge, which runs
-        on one worker at a time, calls it too).
+        The cache drops entries past their time lazily, when it is next written to, so an
+        idle worker would keep them: the bot calls this every 20 s on every worker (the
+        purge, which runs on one worker at a time, calls it too).
         """
         if self._warm is None:
             return 0
@@ -697,11 +696,27 @@ class Store:
                 self._warm.pop(owner, None)
             return len(unused) + len(gone)
 
-    def _warm_drop(self, owner: str) -> None:
+    def _warm_drop(self, owner: str, *, erased: bool = False) -> None:
         """Forget an owner's warm session (their session or profile changed another way)."""
         if self._warm is not None:
             with self._warm_lock:
                 self._warm.pop(owner, None)
+                if erased:
+                    self._spread.pop(owner, None)
+
+    @contextmanager
+    def _changing(self, owner: str, *, erased: bool = False) -> Iterator[None]:
+        """Around a change to an owner's session or profile made otherwise than by ``step``.
+
+        The warm copy goes before the change and again after its transaction, in case a step
+        meanwhile put one back: a copy from before the change would fail its write (or, for
+        an erasure, keep erased plaintext in memory).
+        """
+        self._warm_drop(owner, erased=erased)
+        try:
+            yield
+        finally:
+            self._warm_drop(owner, erased=erased)
 
     def _write_step(
         self,
@@ -717,11 +732,13 @@ class Store:
         version = record.version + 1
         state_ct = crypto.seal(dek, plan.state, table="sessions", row=record.id, column="state")
         writes = list(plan.writes)
-        # On PostgreSQL, when nothing is written through the ORM afterwards, COMMIT goes to
-        # the server with the writes: one round trip for the lot. The version check is then
-        # the server's (the checked write fails on a miss, and the COMMIT after it is
-        # skipped); elsewhere it is the row count's, after the batch.
-        checked = hot.write_checked if not writes else None
+        # On PostgreSQL the version check is the server's: the checked write fails on a
+        # miss, so the statements after it (the answers, COMMIT) do not run. When nothing
+        # is written through the ORM afterwards, COMMIT goes to the server with the writes:
+        # one round trip for the lot. On SQLite, where each statement runs as it is sent,
+        # the check is the write's row count, read before the answers are written (an
+        # answer to a session erased meanwhile would fail its foreign key instead).
+        checked = hot.write_checked
         try:
             # Sent together (one round trip on PostgreSQL), run in this order.
             with batch(conn):
@@ -744,9 +761,12 @@ class Store:
                         "profile_tag": profile_tag,
                     },
                 )
+                if checked is None and Prepared.count(written) != 1:
+                    # Nothing is committed: the transaction rolls back with this error.
+                    raise Changed(f"session {record.id} changed or expired")
                 for change in plan.answers:
                     self._send_answer(conn, record, dek, change)
-                if checked is not None:
+                if checked is not None and not writes:
                     queue_commit(conn)
         except DBAPIError as exc:
             if checked is not None and getattr(exc.orig, "sqlstate", None) == _VERSION_MISSED:
@@ -755,9 +775,6 @@ class Store:
             raise
         if checked is not None:
             written.close()
-        elif Prepared.count(written) != 1:
-            # Nothing is committed: the transaction rolls back with this error.
-            raise Changed(f"session {record.id} changed or expired")
         if writes:
             # Alerts and counts are written through the ORM, in a savepoint of this same
             # transaction (only when a flow ends, so the hot path stays plain).
@@ -832,16 +849,13 @@ class Store:
         for row in rows:
             # Its plaintext and key must not outlive it in this worker's memory either
             # (dropped after the commit: a step meanwhile would have put a copy back).
-            self._warm_drop(row.owner)
+            self._warm_drop(row.owner, erased=True)
         return counts
 
     def erase_owner(self, owner: str) -> PurgeCounts:
         """Delete everything held about one person (``/forget``)."""
-        try:
+        with self._changing(owner, erased=True):
             return self._erase_owner(owner)
-        finally:
-            # After the transaction, as in ``erase_session``.
-            self._warm_drop(owner)
 
     def _erase_owner(self, owner: str) -> PurgeCounts:
         with self._tx() as db:
@@ -1121,6 +1135,9 @@ class Store:
             db.delete(row)
             db.flush()
             db.execute(delete(DataKey).where(DataKey.id == old_key))
+        # A new profile (new key, versions from 1): a warm copy decided with the old one or
+        # with none would fail its write.
+        self._warm_drop(owner)
         key_id, dek = self._new_key(db, expires_at)
         db.add(
             Profile(
@@ -1140,8 +1157,7 @@ class Store:
     ) -> dict[str, Any]:
         """Merge ``changes`` into the profile (None deletes a key); extend its expiry."""
         # The warm copy holds the old profile (a step on it would fail its check anyway).
-        self._warm_drop(owner)
-        with self._tx() as db:
+        with self._changing(owner), self._tx() as db:
             dek = self._profile_key(db, owner, now, expires_at)
             row = db.scalars(select(Profile).where(Profile.owner == owner).with_for_update()).one()
             data = crypto.unseal(dek, row.data_ct, table="profiles", row=owner, column="data")

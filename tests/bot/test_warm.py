@@ -24,6 +24,15 @@ from storage.repository import Store
 from tests.bot.conftest import CHAT, USER, Harness
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each test on both databases: on PostgreSQL the copy's lock, writes and COMMIT go
+    in one pipeline, and a failed one is rolled back on the chat's lease."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("pg_url")}
+
+
 def _other_worker_answers(harness: Harness) -> Turn:
     """Answer the current question with its first option, as another worker would."""
     runtime = harness.runtime
@@ -162,15 +171,17 @@ async def test_a_refusal_on_the_copy_then_a_flow_that_cannot_load_is_answered_on
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-async def test_the_cleanup_loop_drops_expired_copies_on_every_worker(
+async def test_the_sweep_loop_drops_expired_copies_on_every_worker(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An idle worker keeps no copy of a session past its expiry: the cleanup loop, which
-    every worker runs (the purge runs on one at a time), sweeps them."""
+    """An idle worker keeps no copy of a session past its expiry: the sweep loop, which
+    every worker runs (the purge runs on one at a time), drops them."""
+    loops = [t.get_coro().cr_frame for t in harness.bot._tasks]  # type: ignore[union-attr]
+    assert harness.bot._sweep in [f.f_locals.get("job") for f in loops if f is not None]
     await _at_second_question(harness)
     warm = harness.runtime.store._warm
     assert warm is not None and warm.currsize == 1
     clock = harness.runtime.service.clock
     monkeypatch.setattr(harness.runtime.service, "clock", lambda: clock() + timedelta(days=3650))
-    await harness.bot._cleanup()
+    await harness.bot._sweep()
     assert warm.currsize == 0
