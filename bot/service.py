@@ -187,6 +187,7 @@ class Service:
         *,
         claim: str | None = None,
         lease: Lease | None = None,
+        sent: Callable[[], None] | None = None,
     ) -> Step:
         """Read the profile and active session, apply what ``choose`` picks, persist it.
 
@@ -198,6 +199,8 @@ class Service:
             choose: Picks the input from what was read (pure; it may raise InputRejected).
             claim: The update's key, claimed atomically with the change (exactly once).
             lease: The chat's lock, whose connection carries the transaction.
+            sent: Called when a chosen step's writes have been sent, before their results
+                are awaited (``Store.step``).
 
         Raises:
             InputRejected: From ``choose``, or an input the step does not accept. Nothing
@@ -208,7 +211,7 @@ class Service:
             now = self.clock()
             decide = functools.partial(self._decide, owner, choose, claim, now)
             try:
-                return self.store.step(owner, now=now, decide=decide, lease=lease)
+                return self.store.step(owner, now=now, decide=decide, lease=lease, sent=sent)
             except Conflict:
                 continue  # someone else moved this session on: read again and retry
         raise InputRejected(Reason.STALE, detail="the session is busy")

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import signal
+import threading
 import warnings
 import weakref
 from collections import defaultdict
@@ -84,6 +85,19 @@ from storage.locks import Lease, lease, try_exclusive
 from storage.teams import MemberInfo, Teams
 
 log = logging.getLogger("waymark.bot")
+
+#: A keyboard: rows of (label, callback data) buttons.
+Rows = list[list[tuple[str, str]]]
+
+
+def _markup_json(rows: Rows) -> dict[str, Any]:
+    """An inline keyboard as the Bot API's JSON (what InlineKeyboardMarkup.to_dict gives)."""
+    return {
+        "inline_keyboard": [
+            [{"text": text, "callback_data": data} for text, data in row] for row in rows
+        ]
+    }
+
 
 # What PTB says when do_api_request is given a method it has a typed call for.
 _EDIT_WARNING = r"Please use 'Bot\.editMessageText' instead"
@@ -503,13 +517,15 @@ class WaymarkBot:
         choice on offer) are pure and run inside the transaction on what it read, so a
         press costs one database round of work and one thread hop.
 
-        The button's spinner is stopped as soon as those checks have decided what the
-        press means, while the transaction still writes: ``answerCallbackQuery`` then
-        travels while the database works instead of after it. It carries what a press
-        that changes nothing says ("This question is closed."), and nothing for a press
-        that applies, as before. The next question is sent once the transaction has
-        committed. A press whose write then fails has its spinner stopped and nothing
-        else shown (nothing was stored; pressing again works).
+        The button's spinner is stopped while the transaction still writes, as soon as
+        its writes are on their way to the server (``Service.step``'s ``sent``):
+        ``answerCallbackQuery`` then travels, and its own work is done, while the database
+        works, instead of after it or in the way of the sending. It carries what the checks
+        decided: nothing for a press that applies. A press that changes nothing ("This
+        question is closed.") writes nothing, and is answered when the step returns. The
+        next question is sent once the transaction has committed. A press whose write then
+        fails has its spinner stopped and nothing else shown (nothing was stored; pressing
+        again works).
 
         Usually the checks run on this worker's copy of the session as its last press left
         it (``Store.step``'s warm copy), and the lock and the writes then go in one round
@@ -525,14 +541,26 @@ class WaymarkBot:
         acks: list[asyncio.Task[None]] = []
 
         def start_ack(toast: str | None) -> None:
-            # On the event loop. It runs before the database thread's result arrives there
-            # (both come through call_soon_threadsafe, in order), so once ``choose`` has run,
-            # ``acks`` holds the task by the time ``self.db(work)`` returns or raises.
-            # Kept in a set of the bot's, counted as work in flight, and awaited at a stop,
-            # whichever way this handler ends.
+            # On the event loop. Kept in a set of the bot's, counted as work in flight, and
+            # awaited at a stop, whichever way this handler ends.
             task = loop.create_task(self._ack(query, toast))
             acks.append(task)
             self._track(task, self._acking)
+
+        def ack_once() -> None:
+            # Once the checks have decided (``seen["toast"]``), and only once: a retry after
+            # a conflict decides again, but a button press can be answered only once.
+            if "toast" in seen and not seen.get("acking"):
+                seen["acking"] = True
+                if threading.get_ident() == loop_thread:
+                    start_ack(seen["toast"])
+                else:
+                    # From the database thread, once the writes are on the wire (``sent``):
+                    # the answer's own work then overlaps the wait for the server, not the
+                    # sending. It runs before the database thread's result arrives on the
+                    # loop (both come through call_soon_threadsafe, in order), so ``acks``
+                    # holds the task by the time ``self.db(work)`` returns or raises.
+                    loop.call_soon_threadsafe(start_ack, seen["toast"])
 
         def choose(profile: dict[str, Any], found: Found | None) -> Input | None:
             # On the database thread, between the reads and the writes.
@@ -546,23 +574,31 @@ class WaymarkBot:
             seen["ctx"] = Context(owner, chat_id, own, claim, respondent, user.id, profile=profile)
             seen["verdict"] = verdict
             if "answered" not in seen:
-                # Once: a retry after a conflict reads and decides again, but a button
-                # press can be answered only once (see the end of this method).
+                # What the spinner's answer says: the first decision's (see the end of this
+                # method). It is sent by ack_once.
                 seen["answered"] = seen["verdict"]
-                loop.call_soon_threadsafe(start_ack, self._toast(own, seen["verdict"]))
+                seen["toast"] = self._toast(own, seen["verdict"])
             return given
 
         def work() -> tuple[Lease, Step]:
             # Lazy: the lock is the first statement of the press's one transaction.
             held = self._lease(chat_id, lazy=True)
             try:
-                return held, self.service.step(owner, choose, claim=claim, lease=held)
+                return held, self.service.step(
+                    owner, choose, claim=claim, lease=held, sent=ack_once
+                )
             except BaseException:
                 held.release()
                 raise
 
+        loop_thread = threading.get_ident()
         try:
-            held, step = await self.db(work)
+            try:
+                held, step = await self.db(work)
+            finally:
+                # A press decided but not written (a refusal, or a write that failed before
+                # it was sent) is answered now.
+                ack_once()
         except InputRejected as exc:
             if "ctx" not in seen:
                 # The checks never ran: the session's flow could not be loaded (its version
@@ -676,7 +712,7 @@ class WaymarkBot:
     async def _render(self, ctx: Context, turn: Turn, edit: Message | None) -> None:
         """Show a turn's events: the first text edits the pressed message, the rest follow."""
         flow = turn.flow
-        blocks: list[tuple[str, InlineKeyboardMarkup | None]] = []
+        blocks: list[tuple[str, Rows | None]] = []
         ended = None
         outcome: OutcomeReached | None = None
         for event in turn.events:
@@ -701,10 +737,10 @@ class WaymarkBot:
                     blocks.append(
                         (esc(ctx.tr.gettext("Stopped. Nothing more will be asked.")), None)
                     )
-        for number, (text, markup) in enumerate(blocks):
-            if number == 0 and edit is not None and await self._edit(ctx, edit, text, markup):
+        for number, (text, rows) in enumerate(blocks):
+            if number == 0 and edit is not None and await self._edit(ctx, edit, text, rows):
                 continue
-            await self._send_html(ctx, text, markup)
+            await self._send_html(ctx, text, self._keyboard(rows) if rows else None)
         if ended is not None:
             await self._after_end(ctx, flow, outcome)
 
@@ -740,9 +776,7 @@ class WaymarkBot:
             return other, ctx.tr
         return ctx.tr, None
 
-    def _question(
-        self, ctx: Context, turn: Turn, ask: Ask
-    ) -> tuple[str, InlineKeyboardMarkup | None]:
+    def _question(self, ctx: Context, turn: Turn, ask: Ask) -> tuple[str, Rows | None]:
         first, second = self._voice(ctx, turn.flow)
         prompt = presenter.prompt(first, turn.flow, ask)
         if second is not None:
@@ -769,7 +803,7 @@ class WaymarkBot:
                 prompt.actions,
                 prompt.typed,
             )
-        rows: list[list[tuple[str, str]]] = []
+        rows: Rows = []
         answers = [
             (i, a)
             for i, a in enumerate(prompt.actions)
@@ -802,16 +836,16 @@ class WaymarkBot:
                 ]
             )
         text = f"<b>{esc(prompt.header)}</b>\n\n{esc(prompt.body)}"
-        return text, self._keyboard(rows) if rows else None
+        return text, rows or None
 
-    def _keep_button(self, ctx: Context, flow: LoadedFlow) -> InlineKeyboardMarkup | None:
+    def _keep_button(self, ctx: Context, flow: LoadedFlow) -> Rows | None:
         if flow.flow.delete_messages_seconds is None:
             return None
         label = ctx.tr.gettext("Keep these messages")
-        return self._keyboard([[(label, self.codec.pack(ctx.owner, "", "k"))]])
+        return [[(label, self.codec.pack(ctx.owner, "", "k"))]]
 
     @staticmethod
-    def _keyboard(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
+    def _keyboard(rows: Rows) -> InlineKeyboardMarkup:
         return InlineKeyboardMarkup(
             [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
         )
@@ -979,16 +1013,17 @@ class WaymarkBot:
             await self._remember(ctx, sent.message_id)
 
     async def _edit(
-        self, ctx: Context, message: Message, html_text: str, markup: InlineKeyboardMarkup | None
+        self, ctx: Context, message: Message, html_text: str, rows: Rows | None
     ) -> bool:
         if len(html_text) > 4000:
             return False
         try:
             # Through do_api_request, without a return type: the Bot API answers an edit with
             # the whole edited message, which ``Message.edit_text`` would build into PTB
-            # objects (the keyboard included) that nothing here reads. That parsing was a
-            # fifth of a button press's time on PostgreSQL (docs/benchmarks.md, "The edit
-            # without its reply parsed"). Same request, same rate limiter, same errors.
+            # objects (the keyboard included) that nothing here reads; and the keyboard goes
+            # as the JSON the API takes, not built into PTB objects to be turned back into
+            # it. Together a fifth of a button press's time on PostgreSQL (docs/benchmarks.md,
+            # "The edit as the API takes it"). Same request, same rate limiter, same errors.
             await self.runtime_bot.do_api_request(
                 "editMessageText",
                 api_kwargs={
@@ -996,7 +1031,7 @@ class WaymarkBot:
                     "message_id": message.message_id,
                     "text": html_text,
                     "parse_mode": ParseMode.HTML,
-                    "reply_markup": markup,
+                    "reply_markup": _markup_json(rows) if rows else None,
                 },
             )
         except BadRequest as exc:

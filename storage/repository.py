@@ -58,7 +58,7 @@ from storage.models import (
     Profile,
     SessionRow,
 )
-from storage.prepared import Prepared, batch, queue_commit, transaction
+from storage.prepared import Prepared, batch, commit_with_batch, queue_commit, transaction
 
 _VERIFIER = "key_verifier"
 #: How long an update claim is kept: Telegram redelivers for at most a day.
@@ -562,6 +562,7 @@ class Store:
         now: datetime,
         decide: Callable[[dict[str, Any], SessionRecord | None], tuple[R, StepPlan | None]],
         lease: Lease | None = None,
+        sent: Callable[[], None] | None = None,
     ) -> R:
         """Read an owner's profile and active session, decide, and write: one transaction.
 
@@ -592,6 +593,10 @@ class Store:
             decide: Chooses what to write (it must not touch the database itself, except
                 through the plan's ``writes``).
             lease: The chat's lock; its connection carries the transaction.
+            sent: Called once the step's writes are on their way to the server (on
+                PostgreSQL, before their results are awaited), each time a plan is written.
+                It must not raise. The caller's other work then shares the process with the
+                wait for the server instead of with the sending.
 
         Returns:
             What ``decide`` returned first.
@@ -602,7 +607,7 @@ class Store:
         """
         warm = self._warm_take(owner, now)
         if warm is not None:
-            done = self._step_warm(owner, now, decide, lease, warm)
+            done = self._step_warm(owner, now, decide, lease, warm, sent)
             if done is not None:
                 return done[0]
         hot = self._hot
@@ -619,7 +624,7 @@ class Store:
             record, dek = self._record(row) if row is not None else (None, b"")
             result, plan = decide(profile, record)
             if plan is not None and record is not None:
-                self._write_step(conn, record, dek, plan, now, lease, profile_tag)
+                self._write_step(conn, record, dek, plan, now, lease, profile_tag, sent)
         if record is not None:
             self._warm_keep(_Warm(dict(profile), profile_tag, record, dek), plan)
         return result
@@ -631,6 +636,7 @@ class Store:
         decide: Callable[[dict[str, Any], SessionRecord | None], tuple[R, StepPlan | None]],
         lease: Lease | None,
         warm: _Warm,
+        sent: Callable[[], None] | None,
     ) -> tuple[R] | None:
         """A step decided on the warm copy: the lock and the writes in one round trip.
 
@@ -647,7 +653,9 @@ class Store:
             return None
         try:
             with self._core_tx(lease) as conn:
-                self._write_step(conn, warm.record, warm.dek, plan, now, lease, warm.profile_tag)
+                self._write_step(
+                    conn, warm.record, warm.dek, plan, now, lease, warm.profile_tag, sent
+                )
         except Changed:
             # Another writer got there first (a busy database says nothing of the kind).
             with self._warm_lock:
@@ -727,6 +735,7 @@ class Store:
         now: datetime,
         lease: Lease | None = None,
         profile_tag: str | None = None,
+        sent: Callable[[], None] | None = None,
     ) -> int:
         hot = self._hot
         version = record.version + 1
@@ -742,6 +751,9 @@ class Store:
         try:
             # Sent together (one round trip on PostgreSQL), run in this order.
             with batch(conn):
+                # On the warm copy (nothing read, so nothing sent yet), the batch is the
+                # whole transaction and its Sync commits it.
+                whole = checked is not None and not writes and commit_with_batch(conn)
                 if lease is not None:
                     # Held already after a read; a step on the warm copy takes it here.
                     lease.hold()
@@ -766,8 +778,12 @@ class Store:
                     raise Changed(f"session {record.id} changed or expired")
                 for change in plan.answers:
                     self._send_answer(conn, record, dek, change)
-                if checked is not None and not writes:
+                if checked is not None and not writes and not whole:
                     queue_commit(conn)
+                if sent is not None:
+                    # Every statement is on the wire (psycopg sends each as it is queued);
+                    # what remains is the wait for the results.
+                    sent()
         except DBAPIError as exc:
             if checked is not None and getattr(exc.orig, "sqlstate", None) == _VERSION_MISSED:
                 # Nothing is committed: the transaction rolls back with this error.

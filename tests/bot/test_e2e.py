@@ -229,8 +229,9 @@ async def test_double_tap_answers_once(harness: Harness) -> None:
 async def test_spinner_stops_while_the_answer_is_written(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """answerCallbackQuery goes out once the press is checked, while its write is still in
-    flight; the next question follows the commit, and the press is answered once."""
+    """answerCallbackQuery goes out once the press's writes are sent, while they are still
+    in flight (not committed); the next question follows the commit, and the press is
+    answered once."""
     await harness.send("/screen")
     await harness.press("Red-flag observation")
     before = harness.state()
@@ -239,10 +240,18 @@ async def test_spinner_stops_while_the_answer_is_written(
     writing, go_on = threading.Event(), threading.Event()
     write_step = store._write_step
 
-    def held_write(*args: Any, **kwargs: Any) -> int:
-        writing.set()
-        assert go_on.wait(10)
-        return write_step(*args, **kwargs)
+    def held_write(*args: Any) -> int:
+        # The step's ``sent`` (its last argument) is the bot's: it starts the answer. The
+        # write then waits, sent and uncommitted, until the test lets it go on.
+        *rest, sent = args
+        assert sent is not None
+
+        def held_sent() -> None:
+            sent()
+            writing.set()
+            assert go_on.wait(10)
+
+        return write_step(*rest, held_sent)
 
     monkeypatch.setattr(store, "_write_step", held_write)
     answered = len(harness.fake.calls_of("answerCallbackQuery"))

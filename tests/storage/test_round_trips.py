@@ -22,7 +22,9 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, create_engine, event, func, text
 from sqlalchemy import select as sql_select
 from sqlalchemy.pool import NullPool
@@ -318,3 +320,38 @@ def test_nothing_may_follow_a_queued_commit(pg_url: str) -> None:
                 one.send(conn, {})
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_press_on_a_warm_session_is_its_own_transaction_without_begin_or_commit(
+    relayed: tuple[Engine, Relay], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its one batch runs in the implicit transaction that the pipeline's Sync commits
+    (``prepared.commit_with_batch``); a cold press still sends its own."""
+    engine, _ = relayed
+    store = _after_one_press(engine)
+    sent: list[str] = []
+    real = psycopg.Connection.execute
+
+    def execute(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query).strip().upper())
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", execute)
+    held = lease(engine, "chat:1", lazy=True)
+    store.step("owner", now=T0, decide=_plan(3), lease=held)
+    assert held.connection is not None
+    driver = held.connection.connection.driver_connection
+    assert driver is not None and driver.info.transaction_status == TransactionStatus.IDLE
+    held.release()
+    assert not {"BEGIN", "COMMIT"} & set(sent), sent
+    # Committed: another connection (another worker's store) reads it.
+    other = Store(engine, store.keys)
+    record = other.active_session("owner", now=T0)
+    assert record is not None and (record.state, record.version) == ({"n": 3}, 3)
+    assert other.answers(record.id, now=T0) == {"q1": "a3"}
+    sent.clear()
+    held = lease(engine, "chat:1", lazy=True)
+    other.step("owner", now=T0, decide=_plan(4), lease=held)
+    held.release()
+    assert {"BEGIN", "COMMIT"} <= set(sent), sent

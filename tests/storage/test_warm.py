@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from storage.errors import Changed, Conflict
+from storage.errors import Changed, Conflict, Duplicate
 from storage.repository import AnswerChange, SessionRecord, StepPlan, Store
 from tests.conftest import T0
 
@@ -333,3 +333,47 @@ def test_an_erasure_drops_a_copy_put_back_during_its_transaction(store: Store) -
     store.step("o", now=T0, decide=Decider())
     store.erase_owner("o")
     assert _held(store) == 0
+
+
+class Claiming(Decider):
+    """A Decider whose plan claims the update ``key`` (exactly once)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def __call__(
+        self, profile: dict[str, Any], record: SessionRecord | None
+    ) -> tuple[int | None, StepPlan | None]:
+        n, plan = super().__call__(profile, record)
+        if plan is None:
+            return n, None
+        return n, StepPlan(plan.state, plan.status, plan.answers, claim=self.key)
+
+
+def test_a_warm_write_that_misses_leaves_its_claim_unwritten(store: Store) -> None:
+    """The claim goes first in the warm batch, before the version check fails: it must go
+    with the rest (on PostgreSQL the batch is its own transaction, ended by its Sync)."""
+    sid = _answered_once(store)
+    Store(store.engine, store.keys).step("o", now=T0, decide=Decider())  # another worker
+    decide = Claiming("u7")
+    with pytest.raises(Changed):
+        store.step("o", now=T0, decide=decide)
+    assert decide.cached == [True]
+    # The retry claims the same update: it was not kept.
+    assert store.step("o", now=T0, decide=decide) == 4
+    assert store.answers(sid, now=T0) == {"q": "a4"}
+
+
+def test_a_warm_step_for_an_update_applied_before_writes_nothing(store: Store) -> None:
+    sid = _answered_once(store)
+    assert store.step("o", now=T0, decide=Claiming("u8")) == 3
+    decide = Claiming("u8")  # Telegram delivers the same update again
+    with pytest.raises(Duplicate):
+        store.step("o", now=T0, decide=decide)
+    assert decide.cached == [True]
+    stored = store.get_session(sid, now=T0)
+    assert stored is not None and (stored.version, stored.state) == (3, {"n": 3})
+    assert store.answers(sid, now=T0) == {"q": "a3"}
+    # And the session is still the person's to answer.
+    assert store.step("o", now=T0, decide=Claiming("u9")) == 4
