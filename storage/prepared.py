@@ -94,6 +94,7 @@ class Prepared:
     def row(self, conn: Connection, cursor: Any) -> Any:
         """The first row of a sent SELECT (a named tuple, by column name), or None."""
         assert self._row is not None, "not a SELECT"
+        _may_read(conn)
         with translated(conn, self.sql, None):
             try:
                 raw = cursor.fetchone()
@@ -255,8 +256,10 @@ def commit_with_batch(conn: Connection) -> bool:
     the button press's hot path, a third of what it sends.
 
     Call it inside ``batch``, before the transaction's first statement. Whatever must stop
-    the commit has to fail in SQL, as with ``queue_commit``; after the batch the
-    transaction is over, and no statement may follow.
+    the commit has to fail in SQL, as with ``queue_commit``; no result may be read before
+    the batch ends (psycopg would sync the pipeline to fetch it, committing what came
+    before: ``Prepared.row`` refuses); after the batch the transaction is over, and no
+    statement may follow.
 
     Returns:
         Whether it applies: PostgreSQL, in ``transaction``, nothing sent yet. If not, the
@@ -268,6 +271,13 @@ def commit_with_batch(conn: Connection) -> bool:
     del info[_BEGIN_PENDING]
     info[_SYNC_COMMITS] = True
     return True
+
+
+def _may_read(conn: Connection) -> None:
+    # psycopg syncs the pipeline to fetch a result inside it, and that Sync would commit
+    # what was sent before it on its own: the batch would no longer be one transaction.
+    if conn.info.get(_SYNC_COMMITS):
+        raise RuntimeError("no result may be read inside a batch that commits at its end")
 
 
 def _driver_error(conn: Connection) -> type[Exception]:
