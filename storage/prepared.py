@@ -94,7 +94,6 @@ class Prepared:
     def row(self, conn: Connection, cursor: Any) -> Any:
         """The first row of a sent SELECT (a named tuple, by column name), or None."""
         assert self._row is not None, "not a SELECT"
-        _may_read(conn)
         with translated(conn, self.sql, None):
             try:
                 raw = cursor.fetchone()
@@ -156,10 +155,6 @@ _BEGIN_PENDING = "waymark_begin_pending"
 _EXPLICIT = "waymark_explicit"
 #: Set once ``queue_commit`` has sent COMMIT: no statement may follow in the transaction.
 _COMMITTED = "waymark_committed"
-#: Set inside a ``batch`` that is its transaction's whole (``commit_with_batch``).
-_SYNC_COMMITS = "waymark_sync_commits"
-#: Set on a connection while a PostgreSQL ``batch`` (a pipeline) is open on it.
-_IN_BATCH = "waymark_in_batch"
 
 
 @contextmanager
@@ -244,42 +239,6 @@ def queue_commit(conn: Connection) -> bool:
     return True
 
 
-def commit_with_batch(conn: Connection) -> bool:
-    """Make the current ``batch`` its transaction's whole: no BEGIN, no COMMIT, no round trip.
-
-    In PostgreSQL's extended query protocol, statements sent without a BEGIN run in one
-    implicit transaction until the next Sync, which commits them if every one succeeded
-    and rolls them all back otherwise (after an error the server skips the rest up to the
-    Sync). psycopg sends that Sync when the pipeline (``batch``) ends, and in
-    ``transaction`` the driver is in autocommit mode, so it adds no BEGIN of its own. The
-    batch's statements are then one transaction without the two statements around it: on
-    the button press's hot path, a third of what it sends.
-
-    Call it inside ``batch``, before the transaction's first statement. Whatever must stop
-    the commit has to fail in SQL, as with ``queue_commit``; no result may be read before
-    the batch ends (psycopg would sync the pipeline to fetch it, committing what came
-    before: ``Prepared.row`` refuses); after the batch the transaction is over, and no
-    statement may follow.
-
-    Returns:
-        Whether it applies: PostgreSQL, in ``transaction``, nothing sent yet. If not, the
-        transaction goes on as usual (``queue_commit`` or SQLAlchemy's commit).
-    """
-    info = conn.info
-    if not info.get(_IN_BATCH) or not info.get(_BEGIN_PENDING):
-        return False
-    del info[_BEGIN_PENDING]
-    info[_SYNC_COMMITS] = True
-    return True
-
-
-def _may_read(conn: Connection) -> None:
-    # psycopg syncs the pipeline to fetch a result inside it, and that Sync would commit
-    # what was sent before it on its own: the batch would no longer be one transaction.
-    if conn.info.get(_SYNC_COMMITS):
-        raise RuntimeError("no result may be read inside a batch that commits at its end")
-
-
 def _driver_error(conn: Connection) -> type[Exception]:
     """The driver's base exception class."""
     return cast(type[Exception], conn.dialect.loaded_dbapi.Error)
@@ -299,13 +258,5 @@ def batch(conn: Connection) -> Iterator[None]:
     if pipeline is None:
         yield
         return
-    info = conn.info
-    info[_IN_BATCH] = True
-    try:
-        with translated(conn, None, None), pipeline():
-            yield
-    finally:
-        info.pop(_IN_BATCH, None)
-        if info.pop(_SYNC_COMMITS, False):
-            # The pipeline's Sync has ended the transaction, committed or rolled back.
-            info[_COMMITTED] = True
+    with translated(conn, None, None), pipeline():
+        yield

@@ -7,6 +7,7 @@ filters on ``expires_at > now``, so an expired row is invisible even before the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import zlib
@@ -58,7 +59,9 @@ from storage.models import (
     Profile,
     SessionRow,
 )
-from storage.prepared import Prepared, batch, commit_with_batch, queue_commit, transaction
+from storage.prepared import Prepared, batch, queue_commit, transaction
+
+log = logging.getLogger("waymark.storage")
 
 _VERIFIER = "key_verifier"
 #: How long an update claim is kept: Telegram redelivers for at most a day.
@@ -239,6 +242,15 @@ _CLAIM = insert(ProcessedUpdate).values(key=bindparam("key"), expires_at=bindpar
 _ANSWER_DROP = delete(AnswerRow).where(
     AnswerRow.session_id == bindparam("sid"), AnswerRow.slot == bindparam("name")
 )
+
+
+def _notify(sent: Callable[[], None]) -> None:
+    # A caller's notice, inside the write's batch: whatever it raises must neither stop
+    # the write (its COMMIT may be on the wire already) nor be taken for the write's failure.
+    try:
+        sent()
+    except Exception:
+        log.exception("the step's 'sent' hook failed; the write goes on")
 
 
 def _answer_upsert(dialect: str) -> Any:
@@ -595,8 +607,9 @@ class Store:
             lease: The chat's lock; its connection carries the transaction.
             sent: Called once the step's writes are on their way to the server (on
                 PostgreSQL, before their results are awaited), each time a plan is written.
-                It must not raise. The caller's other work then shares the process with the
-                wait for the server instead of with the sending.
+                The caller's other work then shares the process with the wait for the server
+                instead of with the sending. What it raises is logged and changes nothing:
+                the write goes on.
 
         Returns:
             What ``decide`` returned first.
@@ -751,9 +764,6 @@ class Store:
         try:
             # Sent together (one round trip on PostgreSQL), run in this order.
             with batch(conn):
-                # On the warm copy (nothing read, so nothing sent yet), the batch is the
-                # whole transaction and its Sync commits it.
-                whole = checked is not None and not writes and commit_with_batch(conn)
                 if lease is not None:
                     # Held already after a read; a step on the warm copy takes it here.
                     lease.hold()
@@ -778,12 +788,12 @@ class Store:
                     raise Changed(f"session {record.id} changed or expired")
                 for change in plan.answers:
                     self._send_answer(conn, record, dek, change)
-                if checked is not None and not writes and not whole:
+                if checked is not None and not writes:
                     queue_commit(conn)
                 if sent is not None:
                     # Every statement is on the wire (psycopg sends each as it is queued);
                     # what remains is the wait for the results.
-                    sent()
+                    _notify(sent)
         except DBAPIError as exc:
             if checked is not None and getattr(exc.orig, "sqlstate", None) == _VERSION_MISSED:
                 # Nothing is committed: the transaction rolls back with this error.

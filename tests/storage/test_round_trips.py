@@ -22,10 +22,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
-from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine, create_engine, event, func, literal, text
+from sqlalchemy import Engine, create_engine, event, func, text
 from sqlalchemy import select as sql_select
 from sqlalchemy.pool import NullPool
 
@@ -33,7 +31,7 @@ from storage.crypto import KeyRing
 from storage.db import make_engine, migrate, readable
 from storage.errors import DatabaseUnavailable
 from storage.locks import lease
-from storage.prepared import Prepared, batch, commit_with_batch, queue_commit, transaction
+from storage.prepared import Prepared, batch, queue_commit, transaction
 from storage.repository import AnswerChange, SessionRecord, StepPlan, Store
 from tests.conftest import T0
 
@@ -318,61 +316,5 @@ def test_nothing_may_follow_a_queued_commit(pg_url: str) -> None:
                 assert queue_commit(conn)
             with pytest.raises(RuntimeError, match="committed"):
                 one.send(conn, {})
-    finally:
-        engine.dispose()
-
-
-@pytest.mark.postgres
-def test_a_press_on_a_warm_session_is_its_own_transaction_without_begin_or_commit(
-    relayed: tuple[Engine, Relay], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Its one batch runs in the implicit transaction that the pipeline's Sync commits
-    (``prepared.commit_with_batch``); a cold press still sends its own."""
-    engine, _ = relayed
-    store = _after_one_press(engine)
-    sent: list[str] = []
-    real = psycopg.Connection.execute
-
-    def execute(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        sent.append(str(query).strip().upper())
-        return real(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Connection, "execute", execute)
-    held = lease(engine, "chat:1", lazy=True)
-    store.step("owner", now=T0, decide=_plan(3), lease=held)
-    assert held.connection is not None
-    driver = held.connection.connection.driver_connection
-    assert driver is not None and driver.info.transaction_status == TransactionStatus.IDLE
-    held.release()
-    assert not {"BEGIN", "COMMIT"} & set(sent), sent
-    # Committed: another connection (another worker's store) reads it.
-    other = Store(engine, store.keys)
-    record = other.active_session("owner", now=T0)
-    assert record is not None and (record.state, record.version) == ({"n": 3}, 3)
-    assert other.answers(record.id, now=T0) == {"q1": "a3"}
-    sent.clear()
-    held = lease(engine, "chat:1", lazy=True)
-    other.step("owner", now=T0, decide=_plan(4), lease=held)
-    held.release()
-    assert {"BEGIN", "COMMIT"} <= set(sent), sent
-
-
-@pytest.mark.postgres
-def test_nothing_may_be_read_inside_a_batch_that_commits_at_its_end(pg_url: str) -> None:
-    """Fetching a result inside the pipeline would sync it, committing what was sent before
-    on its own: the batch would silently stop being one transaction."""
-    engine = make_engine(pg_url)
-    statement = Prepared(sql_select(literal(1).label("one")), engine.dialect)
-    try:
-        with engine.connect() as conn, transaction(conn), batch(conn):
-            assert commit_with_batch(conn)
-            sent = statement.send(conn, {})
-            with pytest.raises(RuntimeError, match="inside a batch that commits"):
-                statement.row(conn, sent)
-        # In a batch of the usual kind, a result is read after the batch, as always.
-        with engine.connect() as conn, transaction(conn):
-            with batch(conn):
-                sent = statement.send(conn, {})
-            assert statement.row(conn, sent) == (1,)
     finally:
         engine.dispose()

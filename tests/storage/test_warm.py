@@ -8,6 +8,7 @@ a refusal decided on the copy is decided again on a fresh read. Run on both data
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -377,3 +378,21 @@ def test_a_warm_step_for_an_update_applied_before_writes_nothing(store: Store) -
     assert store.answers(sid, now=T0) == {"q": "a3"}
     # And the session is still the person's to answer.
     assert store.step("o", now=T0, decide=Claiming("u9")) == 4
+
+
+def test_a_failing_sent_hook_changes_nothing_of_the_write(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``sent`` is the caller's notice (the bot answers the press from it): what it raises
+    is logged, and the write commits and the step returns as without it."""
+    sid = _answered_once(store)
+
+    def broken() -> None:
+        raise RuntimeError("event loop is closed")
+
+    with caplog.at_level(logging.ERROR, logger="waymark.storage"):
+        assert store.step("o", now=T0, decide=Claiming("u5"), sent=broken) == 3
+    assert any("'sent' hook failed" in r.getMessage() for r in caplog.records)
+    stored = store.get_session(sid, now=T0)
+    assert stored is not None and (stored.version, stored.state) == (3, {"n": 3})
+    assert store.answers(sid, now=T0) == {"q": "a3"}
