@@ -6,7 +6,9 @@ handed to the application, the database thread's start and end, the decision ins
 transaction, each ``prepared.batch`` (statements sent, results back), the rendering, and
 each Bot API request and its response. Prints the median of every part over the presses,
 with the process's CPU time over the same part (all threads: where the database thread
-and the event loop overlap, both count), and the two bare bots' medians from the same run.
+and the event loop overlap, both count), and the two bare bots' medians from the same run;
+then the main spans, separately for warm presses (decided on the worker's copy, one batch)
+and cold ones (two batches).
 
     .venv/bin/python bench/timeline.py [--db-url postgresql+psycopg://…] [--presses 300]
 
@@ -64,7 +66,9 @@ def instrument() -> None:
 
     step = repository.Store.step
 
-    def timed_step(self: Any, owner: str, *, now: Any, decide: Any, lease: Any = None) -> Any:
+    def timed_step(
+        self: Any, owner: str, *, now: Any, decide: Any, lease: Any = None, sent: Any = None
+    ) -> Any:
         def timed_decide(profile: Any, record: Any) -> Any:
             mark("decide starts")
             try:
@@ -72,7 +76,7 @@ def instrument() -> None:
             finally:
                 mark("decide ends")
 
-        return step(self, owner, now=now, decide=timed_decide, lease=lease)
+        return step(self, owner, now=now, decide=timed_decide, lease=lease, sent=sent)
 
     repository.Store.step = timed_step  # type: ignore[method-assign]
 
@@ -191,8 +195,9 @@ def plain_press(names: list[str]) -> bool:
     )
 
 
-#: Spans of the press, whatever happens inside them (the early answerCallbackQuery's request
-#: and reply interleave with the second batch, so consecutive marks alone split it up).
+#: Spans of a cold press (two batches: the lock and the reads, then the writes), whatever
+#: happens inside them (the early answerCallbackQuery's request and reply interleave with the
+#: writes, so consecutive marks alone split it up).
 SPANS = [
     ("update in", "hop to the database thread", "update to the handler"),
     ("hop to the database thread", "database thread starts", "thread hop in"),
@@ -206,17 +211,62 @@ SPANS = [
     ("database thread ends", "back on the event loop", "thread hop back"),
     ("render starts", "editMessageText sent", "render the next question, build the edit"),
     ("editMessageText sent", "editMessageText answered", "editMessageText there and back"),
-    ("editMessageText answered", "render ends", "PTB parses the edited message"),
+    ("editMessageText answered", "render ends", "the edit's reply (not parsed since b1d3ef1)"),
     ("render ends", "update done", "release scheduled, done"),
     ("update in", "update done", "the whole press"),
 ]
 
 
+#: Spans of a warm press (``Store.step`` on the worker's copy: decided first, then one batch
+#: with the lock, the writes and COMMIT; the answer starts once that batch is sent).
+WARM_SPANS = [
+    ("update in", "hop to the database thread", "update to the handler"),
+    ("hop to the database thread", "database thread starts", "thread hop in"),
+    ("database thread starts", "decide starts", "checkout, lease, the copy"),
+    ("decide starts", "decide ends", "decide (checks, engine)"),
+    ("decide ends", "batch 1: sending", "encryption, statement values"),
+    (
+        "batch 1: sending",
+        "batch 1: sent, waiting",
+        "sending BEGIN, lock, claim, state, answer, COMMIT",
+    ),
+    (
+        "batch 1: sent, waiting",
+        "batch 1: results in",
+        "the server's answer (GIL shared with the answer)",
+    ),
+    ("batch 1: sent, waiting", "answerCallbackQuery sent", "the answer's request built"),
+    ("batch 1: results in", "database thread ends", "results to the caller"),
+    ("database thread starts", "database thread ends", "the whole database step"),
+    ("database thread ends", "back on the event loop", "thread hop back"),
+    ("render starts", "editMessageText sent", "render the next question, build the edit"),
+    ("editMessageText sent", "editMessageText answered", "editMessageText there and back"),
+    ("editMessageText answered", "render ends", "the edit's reply (not parsed)"),
+    ("render ends", "update done", "release scheduled, done"),
+    ("update in", "update done", "the whole press"),
+]
+
+
+def _warm(names: list[str]) -> bool:
+    return "batch 2: sending" not in names and names.index("decide starts") < names.index(
+        "batch 1: sending"
+    )
+
+
 def spans(plain: list[list[Mark]]) -> None:
-    """Print the median of each span in ``SPANS``."""
+    """Print the median of each span, for the warm presses and for the cold ones."""
+    for kind, table in (("warm", WARM_SPANS), ("cold", SPANS)):
+        presses = [p for p in plain if _warm([m[0] for m in p]) == (kind == "warm")]
+        if presses:
+            print(f"{kind} presses: {len(presses)}")
+            _span_table(presses, table)
+            print()
+
+
+def _span_table(plain: list[list[Mark]], table: list[tuple[str, str, str]]) -> None:
     print("| span | from | to | median ms | CPU ms (process) |")
     print("|---|---|---|---|---|")
-    for start, end, label in SPANS:
+    for start, end, label in table:
         walls, cpus = [], []
         for press in plain:
             names = [m[0] for m in press]
