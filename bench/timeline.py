@@ -195,33 +195,37 @@ def plain_press(names: list[str]) -> bool:
     )
 
 
+#: Spans every press has, before and after its database step.
+_HOPS_IN = [
+    ("update in", "hop to the database thread", "update to the handler"),
+    ("hop to the database thread", "database thread starts", "thread hop in"),
+]
+_BACK = [
+    ("database thread starts", "database thread ends", "the whole database step"),
+    ("database thread ends", "back on the event loop", "thread hop back"),
+    ("render starts", "editMessageText sent", "render the next question, build the edit"),
+    ("editMessageText sent", "editMessageText answered", "editMessageText there and back"),
+    ("editMessageText answered", "render ends", "the edit's reply (not parsed)"),
+    ("render ends", "update done", "release scheduled, done"),
+    ("update in", "update done", "the whole press"),
+]
 #: Spans of a cold press (two batches: the lock and the reads, then the writes), whatever
 #: happens inside them (the early answerCallbackQuery's request and reply interleave with the
 #: writes, so consecutive marks alone split it up).
 SPANS = [
-    ("update in", "hop to the database thread", "update to the handler"),
-    ("hop to the database thread", "database thread starts", "thread hop in"),
+    *_HOPS_IN,
     ("database thread starts", "batch 1: sending", "checkout, lease, transaction set-up"),
     ("batch 1: sending", "batch 1: results in", "batch 1: BEGIN, lock, two reads"),
     ("batch 1: results in", "decide starts", "rows to records (decryption)"),
     ("decide starts", "decide ends", "decide (checks, engine)"),
     ("decide ends", "batch 2: sending", "encryption, statement values"),
     ("batch 2: sending", "batch 2: results in", "batch 2: claim, state, answer, COMMIT"),
-    ("database thread starts", "database thread ends", "the whole database step"),
-    ("database thread ends", "back on the event loop", "thread hop back"),
-    ("render starts", "editMessageText sent", "render the next question, build the edit"),
-    ("editMessageText sent", "editMessageText answered", "editMessageText there and back"),
-    ("editMessageText answered", "render ends", "the edit's reply (not parsed since b1d3ef1)"),
-    ("render ends", "update done", "release scheduled, done"),
-    ("update in", "update done", "the whole press"),
+    *_BACK,
 ]
-
-
 #: Spans of a warm press (``Store.step`` on the worker's copy: decided first, then one batch
 #: with the lock, the writes and COMMIT; the answer starts once that batch is sent).
 WARM_SPANS = [
-    ("update in", "hop to the database thread", "update to the handler"),
-    ("hop to the database thread", "database thread starts", "thread hop in"),
+    *_HOPS_IN,
     ("database thread starts", "decide starts", "checkout, lease, the copy"),
     ("decide starts", "decide ends", "decide (checks, engine)"),
     ("decide ends", "batch 1: sending", "encryption, statement values"),
@@ -237,13 +241,7 @@ WARM_SPANS = [
     ),
     ("batch 1: sent, waiting", "answerCallbackQuery sent", "the answer's request built"),
     ("batch 1: results in", "database thread ends", "results to the caller"),
-    ("database thread starts", "database thread ends", "the whole database step"),
-    ("database thread ends", "back on the event loop", "thread hop back"),
-    ("render starts", "editMessageText sent", "render the next question, build the edit"),
-    ("editMessageText sent", "editMessageText answered", "editMessageText there and back"),
-    ("editMessageText answered", "render ends", "the edit's reply (not parsed)"),
-    ("render ends", "update done", "release scheduled, done"),
-    ("update in", "update done", "the whole press"),
+    *_BACK,
 ]
 
 

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import logging
 import signal
-import threading
 import warnings
 import weakref
 from collections import defaultdict
@@ -548,19 +547,20 @@ class WaymarkBot:
             self._track(task, self._acking)
 
         def ack_once() -> None:
-            # Once the checks have decided (``seen["toast"]``), and only once: a retry after
-            # a conflict decides again, but a button press can be answered only once.
+            # On the event loop, once the checks have decided (``seen["toast"]``), and only
+            # once: a retry after a conflict decides again, but a button press can be
+            # answered only once.
             if "toast" in seen and not seen.get("acking"):
                 seen["acking"] = True
-                if threading.get_ident() == loop_thread:
-                    start_ack(seen["toast"])
-                else:
-                    # From the database thread, once the writes are on the wire (``sent``):
-                    # the answer's own work then overlaps the wait for the server, not the
-                    # sending. It runs before the database thread's result arrives on the
-                    # loop (both come through call_soon_threadsafe, in order), so ``acks``
-                    # holds the task by the time ``self.db(work)`` returns or raises.
-                    loop.call_soon_threadsafe(start_ack, seen["toast"])
+                start_ack(seen["toast"])
+
+        def sent() -> None:
+            # On the database thread, once the writes are on the wire: the answer's own
+            # work then overlaps the wait for the server, not the sending. ack_once runs
+            # before the database thread's result arrives on the loop (both come through
+            # call_soon_threadsafe, in order), so ``acks`` holds the task by the time
+            # ``self.db(work)`` returns or raises.
+            loop.call_soon_threadsafe(ack_once)
 
         def choose(profile: dict[str, Any], found: Found | None) -> Input | None:
             # On the database thread, between the reads and the writes.
@@ -584,14 +584,11 @@ class WaymarkBot:
             # Lazy: the lock is the first statement of the press's one transaction.
             held = self._lease(chat_id, lazy=True)
             try:
-                return held, self.service.step(
-                    owner, choose, claim=claim, lease=held, sent=ack_once
-                )
+                return held, self.service.step(owner, choose, claim=claim, lease=held, sent=sent)
             except BaseException:
                 held.release()
                 raise
 
-        loop_thread = threading.get_ident()
         try:
             try:
                 held, step = await self.db(work)
@@ -1022,7 +1019,7 @@ class WaymarkBot:
             # the whole edited message, which ``Message.edit_text`` would build into PTB
             # objects (the keyboard included) that nothing here reads; and the keyboard goes
             # as the JSON the API takes, not built into PTB objects to be turned back into
-            # it. Together a fifth of a button press's time on PostgreSQL (docs/benchmarks.md,
+            # it. Together about 0.25 ms of a press's 3.4 on PostgreSQL (docs/benchmarks.md,
             # "The edit as the API takes it"). Same request, same rate limiter, same errors.
             await self.runtime_bot.do_api_request(
                 "editMessageText",
