@@ -20,8 +20,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 class DurableWrite:
     """Insert one update claim and commit it: one round trip on PostgreSQL.
 
-    BEGIN, the insert and COMMIT travel together (``storage.prepared``), as a press's
-    writes do; on SQLite it is a write transaction of one insert. The statement is compiled
+    The insert goes alone, committing itself (``storage.prepared.send_committing``), as a
+    warm press's one statement does; in a tree without it, BEGIN, the insert and COMMIT
+    travel together. On SQLite it is a write transaction of one insert. The statement is compiled
     here, once, before any timing, as Waymark's own are.
 
     Args:
@@ -39,6 +40,11 @@ class DurableWrite:
     def __call__(self, key: str) -> None:
         """Write and commit the claim ``key`` (unique per call)."""
         p = self._prepared
+        values = {"key": key, "expires_at": T0}
+        send_committing = getattr(p, "send_committing", None)
         with self._engine.connect() as conn, p.transaction(conn), p.batch(conn):
-            self._claim.send(conn, {"key": key, "expires_at": T0})
-            p.queue_commit(conn)
+            if send_committing is not None:
+                send_committing(self._claim, conn, values).close()
+            else:
+                self._claim.send(conn, values)
+                p.queue_commit(conn)

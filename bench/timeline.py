@@ -84,8 +84,8 @@ def instrument() -> None:
 
     @contextlib.contextmanager
     def timed_batch(conn: Any) -> Iterator[None]:
-        # Numbered within the press: the first carries the lock and the reads, the second
-        # the writes (and COMMIT).
+        # Numbered within the press: on a cold press the first carries the lock and the
+        # reads, the second the writes and COMMIT; a warm press has one, the writes alone.
         number = 1 + sum(1 for m in marks if m[0].endswith("sending"))
         mark(f"batch {number}: sending")
         with batch(conn):
@@ -209,9 +209,9 @@ _BACK = [
     ("render ends", "update done", "release scheduled, done"),
     ("update in", "update done", "the whole press"),
 ]
-#: Spans of a cold press (two batches: the lock and the reads, then the writes), whatever
-#: happens inside them (the early answerCallbackQuery's request and reply interleave with the
-#: writes, so consecutive marks alone split it up).
+#: Spans of a cold press (two batches: BEGIN, the lock and the reads, then the writes and
+#: COMMIT), whatever happens inside them (the early answerCallbackQuery's request and reply
+#: interleave with the writes, so consecutive marks alone split it up).
 SPANS = [
     *_HOPS_IN,
     ("database thread starts", "batch 1: sending", "checkout, lease, transaction set-up"),
@@ -219,11 +219,12 @@ SPANS = [
     ("batch 1: results in", "decide starts", "rows to records (decryption)"),
     ("decide starts", "decide ends", "decide (checks, engine)"),
     ("decide ends", "batch 2: sending", "encryption, statement values"),
-    ("batch 2: sending", "batch 2: results in", "batch 2: claim, state, answer, COMMIT"),
+    ("batch 2: sending", "batch 2: results in", "batch 2: waymark_press, COMMIT"),
     *_BACK,
 ]
 #: Spans of a warm press (``Store.step`` on the worker's copy: decided first, then one batch
-#: with the lock, the writes and COMMIT; the answer starts once that batch is sent).
+#: of one statement, ``waymark_press``, with the lock and the writes, a transaction of its
+#: own; the answer starts once it is sent).
 WARM_SPANS = [
     *_HOPS_IN,
     ("database thread starts", "decide starts", "checkout, lease, the copy"),
@@ -232,7 +233,7 @@ WARM_SPANS = [
     (
         "batch 1: sending",
         "batch 1: sent, waiting",
-        "sending BEGIN, lock, claim, state, answer, COMMIT",
+        "sending waymark_press (lock, claim, state, answer)",
     ),
     (
         "batch 1: sent, waiting",

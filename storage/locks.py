@@ -49,9 +49,10 @@ class Lease:
     On PostgreSQL the lock is a session-level advisory lock, so it lives as long as its
     connection, across transactions: the same connection then carries the update's own
     transaction (``Store.step(lease=…)``), which saves a pool checkout per update. A lazy
-    lease takes the lock as the first statement of that transaction, and the release runs
-    in autocommit mode: a press then pays one extra statement for its lock and one for its
-    release, not two transactions. On SQLite a lease is inert (one process; writes are
+    lease takes the lock as the first statement of that transaction (or, on a warm step,
+    inside its one statement, ``waymark_press``: see ``key_to_take``), and the release runs
+    in autocommit mode: a press then pays at most one extra statement for its lock and one
+    for its release, not two transactions. On SQLite a lease is inert (one process; writes are
     already exclusive).
 
     Attributes:
@@ -78,6 +79,18 @@ class Lease:
         # On the press's hot path: sent on the driver, like the step's own statements.
         _lock_statement(self.connection.dialect).send(self.connection, {"k": self._key})
         self.held = True
+
+    def key_to_take(self) -> int | None:
+        """The key of a lazy lease's lock not yet held, for a statement that takes it itself.
+
+        The lock then counts as held (``release`` unlocks it): the statement that takes it
+        (``waymark_press``, see ``Store.step``) is on its way. None when there is nothing to
+        take: held already, or no lock (SQLite).
+        """
+        if self.held or self.connection is None:
+            return None
+        self.held = True
+        return self._key
 
     def release(self) -> None:
         """Unlock and give the connection back to the pool (idempotent)."""

@@ -1,6 +1,6 @@
 """Hot-path statements: written and typed by SQLAlchemy once, run on the driver's cursor.
 
-A button press runs five or six statements in one transaction. Executed through SQLAlchemy
+A button press runs a few statements in one transaction. Executed through SQLAlchemy
 Core, the press's session read and state write took two and a half to four times as long
 on SQLite as the same statements on the driver, and 1.2 to 1.7 times as long on PostgreSQL,
 where the server's own work counts too (``bench/statements.py``, docs/benchmarks.md). The
@@ -16,7 +16,9 @@ values are ciphertext, ids and timestamps.
 On PostgreSQL the statements of a press also travel together (``batch``, psycopg's
 pipeline mode), with the transaction's BEGIN and COMMIT among them (``transaction``,
 ``queue_commit``): a press's transaction is two round trips, or one when the worker holds
-the session warm (``Store.step``).
+the session warm (``Store.step``). Its writes are one statement (the ``waymark_press``
+function), which a warm press sends alone, as a transaction of its own
+(``send_committing``).
 """
 
 from __future__ import annotations
@@ -153,7 +155,8 @@ def translated(conn: Connection, sql: str | None, args: Any) -> Iterator[None]:
 _BEGIN_PENDING = "waymark_begin_pending"
 #: Set on a connection inside ``transaction`` on PostgreSQL: BEGIN and COMMIT are ours.
 _EXPLICIT = "waymark_explicit"
-#: Set once ``queue_commit`` has sent COMMIT: no statement may follow in the transaction.
+#: Set once ``queue_commit`` has sent COMMIT, or ``send_committing`` a lone statement: no
+#: statement may follow in the transaction.
 _COMMITTED = "waymark_committed"
 
 
@@ -169,7 +172,8 @@ def transaction(conn: Connection) -> Iterator[None]:
     ``Prepared.send`` is preceded by an explicit BEGIN, queued with it (inside ``batch``,
     with the whole first batch). The transaction ends as usual through SQLAlchemy, whose
     commit and rollback psycopg sends whenever a transaction is open, autocommit or not
-    (or earlier, by ``queue_commit``). Afterwards the connection is out of autocommit
+    (or earlier, by ``queue_commit``; after ``send_committing``'s lone statement the server
+    never opened one). Afterwards the connection is out of autocommit
     again, as the pool expects. Elsewhere (SQLite) this is ``conn.begin()``.
 
     The first statement must go through ``Prepared.send``: a statement run another way
@@ -237,6 +241,35 @@ def queue_commit(conn: Connection) -> bool:
         driver.execute("COMMIT")
     conn.info[_COMMITTED] = True
     return True
+
+
+def send_committing(statement: Prepared, conn: Connection, params: Mapping[str, Any]) -> Any:
+    """Send ``statement`` as the last of its transaction, with the transaction's commit.
+
+    Inside ``transaction`` on PostgreSQL, when nothing has been sent yet, the statement goes
+    alone, without BEGIN or COMMIT: the server runs a statement sent outside a transaction
+    as a transaction of its own, which commits if the statement succeeds and leaves nothing
+    if it fails. Once something has been sent, COMMIT follows the statement
+    (``queue_commit``). Either way no statement may follow it in the transaction, and the
+    transaction's own commit finds nothing left to do. A lone statement sent inside
+    ``batch`` commits at the batch's end, when psycopg sends the pipeline's Sync. Where
+    ``transaction`` is a plain ``conn.begin()`` (SQLite, another driver, an engine with its
+    own isolation level) the statement is sent as usual and the transaction commits as
+    usual.
+
+    Returns:
+        The statement's cursor (``Prepared.send``).
+    """
+    info = conn.info
+    if info.get(_EXPLICIT) and info.pop(_BEGIN_PENDING, False):
+        # What BEGIN and COMMIT would add to a lone statement is two more statements to
+        # send and run: all or nothing holds without them.
+        cursor = statement.send(conn, params)
+        info[_COMMITTED] = True
+        return cursor
+    cursor = statement.send(conn, params)
+    queue_commit(conn)
+    return cursor
 
 
 def _driver_error(conn: Connection) -> type[Exception]:

@@ -7,6 +7,7 @@ filters on ``expires_at > now``, so an expired row is invisible even before the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -19,16 +20,18 @@ from typing import Any, TypeVar
 
 from cachetools import TTLCache
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Dialect,
     Engine,
+    Integer,
+    LargeBinary,
     String,
     bindparam,
     cast,
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -58,8 +61,9 @@ from storage.models import (
     ProcessedUpdate,
     Profile,
     SessionRow,
+    UTCDateTime,
 )
-from storage.prepared import Prepared, batch, queue_commit, transaction
+from storage.prepared import Prepared, batch, send_committing, transaction
 
 log = logging.getLogger("waymark.storage")
 
@@ -232,12 +236,30 @@ _SESSION_WRITE = (
         updated_at=_NOW,
     )
 )
-# PostgreSQL: the same write, failing (division by zero, SQLSTATE 22012) when it changes no
-# row, so that a COMMIT sent with it (``prepared.queue_commit``) does not run.
-_SESSION_WRITE_CHECKED = select(
-    literal(1) // func.count()  # integer division: 1 / count(*)
-).select_from(_SESSION_WRITE.returning(SessionRow.id).cte("written"))
-_VERSION_MISSED = "22012"
+# PostgreSQL: a step's writes as one statement, the function of migration 0005 (its
+# docstring says why). It runs the chat's lock, the claim, ``_SESSION_WRITE`` and the
+# answers' upserts and drops in this order, and fails with SQLSTATE WM001 where
+# ``_SESSION_WRITE`` would change no row.
+_PRESS = select(
+    func.waymark_press(
+        bindparam("lock_key", type_=BigInteger),
+        bindparam("claim", type_=String),
+        bindparam("claim_expires", type_=UTCDateTime()),
+        bindparam("sid", type_=String),
+        bindparam("expected", type_=Integer),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("state_ct", type_=LargeBinary),
+        bindparam("new_status", type_=String),
+        bindparam("new_version", type_=Integer),
+        bindparam("owner", type_=String),
+        _PROFILE_SEEN,
+        bindparam("slots", type_=postgresql.ARRAY(String)),
+        # None drops the slot's answer.
+        bindparam("values", type_=postgresql.ARRAY(LargeBinary)),
+        bindparam("answers_expire", type_=UTCDateTime()),
+    )
+)
+_VERSION_MISSED = "WM001"
 _CLAIM = insert(ProcessedUpdate).values(key=bindparam("key"), expires_at=bindparam("expires_at"))
 _ANSWER_DROP = delete(AnswerRow).where(
     AnswerRow.session_id == bindparam("sid"), AnswerRow.slot == bindparam("name")
@@ -246,7 +268,8 @@ _ANSWER_DROP = delete(AnswerRow).where(
 
 def _notify(sent: Callable[[], None]) -> None:
     # A caller's notice, inside the write's batch: whatever it raises must neither stop
-    # the write (its COMMIT may be on the wire already) nor be taken for the write's failure.
+    # the write (it is on the wire already, with its COMMIT or as a lone statement that
+    # commits at the batch's end) nor be taken for the write's failure.
     try:
         sent()
     except Exception:
@@ -277,9 +300,13 @@ class _Hot:
         self.session = Prepared(_SESSION_FOR_UPDATE, dialect)
         self.claim = Prepared(_CLAIM, dialect)
         self.write = Prepared(_SESSION_WRITE, dialect)
-        # A data-modifying WITH is PostgreSQL's (SQLite checks the row count instead).
-        self.write_checked = (
-            Prepared(_SESSION_WRITE_CHECKED, dialect) if dialect.name == "postgresql" else None
+        # One statement for the lot on PostgreSQL through psycopg 3, which types every
+        # value (a drop-only step's array of NULLs included); SQLite, and another
+        # PostgreSQL driver, run the statements one by one.
+        self.press = (
+            Prepared(_PRESS, dialect)
+            if dialect.name == "postgresql" and dialect.driver == "psycopg"
+            else None
         )
         self.answer = Prepared(_answer_upsert(dialect.name), dialect)
         self.drop = Prepared(_ANSWER_DROP, dialect)
@@ -750,57 +777,23 @@ class Store:
         profile_tag: str | None = None,
         sent: Callable[[], None] | None = None,
     ) -> int:
-        hot = self._hot
         version = record.version + 1
         state_ct = crypto.seal(dek, plan.state, table="sessions", row=record.id, column="state")
+        values = {
+            "sid": record.id,
+            "expected": record.version,
+            "now": now,
+            "state_ct": state_ct,
+            "new_status": plan.status,
+            "new_version": version,
+            "owner": record.owner,
+            "profile_tag": profile_tag,
+        }
         writes = list(plan.writes)
-        # On PostgreSQL the version check is the server's: the checked write fails on a
-        # miss, so the statements after it (the answers, COMMIT) do not run. When nothing
-        # is written through the ORM afterwards, COMMIT goes to the server with the writes:
-        # one round trip for the lot. On SQLite, where each statement runs as it is sent,
-        # the check is the write's row count, read before the answers are written (an
-        # answer to a session erased meanwhile would fail its foreign key instead).
-        checked = hot.write_checked
-        try:
-            # Sent together (one round trip on PostgreSQL), run in this order.
-            with batch(conn):
-                if lease is not None:
-                    # Held already after a read; a step on the warm copy takes it here.
-                    lease.hold()
-                if plan.claim is not None:
-                    # First: a duplicate update fails here, before anything else is written.
-                    hot.claim.send(conn, {"key": plan.claim, "expires_at": now + CLAIM_TTL})
-                written = (checked or hot.write).send(
-                    conn,
-                    {
-                        "sid": record.id,
-                        "expected": record.version,
-                        "now": now,
-                        "state_ct": state_ct,
-                        "new_status": plan.status,
-                        "new_version": version,
-                        "owner": record.owner,
-                        "profile_tag": profile_tag,
-                    },
-                )
-                if checked is None and Prepared.count(written) != 1:
-                    # Nothing is committed: the transaction rolls back with this error.
-                    raise Changed(f"session {record.id} changed or expired")
-                for change in plan.answers:
-                    self._send_answer(conn, record, dek, change)
-                if checked is not None and not writes:
-                    queue_commit(conn)
-                if sent is not None:
-                    # Every statement is on the wire (psycopg sends each as it is queued);
-                    # what remains is the wait for the results.
-                    _notify(sent)
-        except DBAPIError as exc:
-            if checked is not None and getattr(exc.orig, "sqlstate", None) == _VERSION_MISSED:
-                # Nothing is committed: the transaction rolls back with this error.
-                raise Changed(f"session {record.id} changed or expired") from None
-            raise
-        if checked is not None:
-            written.close()
+        if self._hot.press is not None:
+            self._write_press(conn, record, dek, plan, values, bool(writes), lease, sent)
+        else:
+            self._write_statements(conn, record, dek, plan, values, lease, sent)
         if writes:
             # Alerts and counts are written through the ORM, in a savepoint of this same
             # transaction (only when a flow ends, so the hot path stays plain).
@@ -812,13 +805,109 @@ class Store:
                 db.commit()
         return version
 
+    def _write_press(
+        self,
+        conn: Connection,
+        record: SessionRecord,
+        dek: bytes,
+        plan: StepPlan,
+        values: dict[str, Any],
+        more: bool,
+        lease: Lease | None,
+        sent: Callable[[], None] | None,
+    ) -> None:
+        """PostgreSQL: the step's writes as one statement (``waymark_press``).
+
+        The version check is the server's: the function fails on a miss, and none of its
+        writes stays (the chat's lock does: it is session-level, and the lease releases
+        it). When nothing follows through the ORM (``more`` False), the statement is the
+        transaction's last, sent with its commit; a warm step, which has sent nothing
+        before it, sends it alone, as a transaction of its own (``send_committing``).
+        """
+        press = self._hot.press
+        assert press is not None
+        slots: list[str] = []
+        sealed: list[bytes | None] = []
+        for change in plan.answers:
+            slot = crypto.slot(dek, change.name)
+            slots.append(slot)
+            # The answer's name travels inside the ciphertext; the slot alone is opaque.
+            sealed.append(
+                None
+                if change.drop
+                else crypto.seal(
+                    dek,
+                    {"name": change.name, "value": change.value},
+                    table="answers",
+                    row=f"{record.id}/{slot}",
+                    column="value",
+                )
+            )
+        params = {
+            **values,
+            # A warm step's lazy lease: the function takes the chat's lock first.
+            "lock_key": lease.key_to_take() if lease is not None else None,
+            "claim": plan.claim,
+            "claim_expires": values["now"] + CLAIM_TTL,
+            "slots": slots,
+            "values": sealed,
+            "answers_expire": record.expires_at,
+        }
+        try:
+            with batch(conn):
+                # ORM writes to follow: the transaction goes on, and commits after them.
+                send = press.send if more else functools.partial(send_committing, press)
+                written = send(conn, params)
+                if sent is not None:
+                    # The statement is on the wire (psycopg sends it as it is queued);
+                    # what remains is the wait for its result. (A lone statement commits
+                    # at the batch's end, once the hook has returned: the bot's hook only
+                    # schedules a callback.)
+                    _notify(sent)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _VERSION_MISSED:
+                # Nothing is committed: the transaction rolls back with this error.
+                raise Changed(f"session {record.id} changed or expired") from None
+            raise
+        written.close()
+
+    def _write_statements(
+        self,
+        conn: Connection,
+        record: SessionRecord,
+        dek: bytes,
+        plan: StepPlan,
+        values: dict[str, Any],
+        lease: Lease | None,
+        sent: Callable[[], None] | None,
+    ) -> None:
+        """SQLite (or a PostgreSQL driver other than psycopg 3): the writes one by one.
+
+        The version check is the write's row count, read before the answers are written
+        (an answer to a session erased meanwhile would fail its foreign key instead).
+        """
+        hot = self._hot
+        if lease is not None:
+            # A warm step's lazy lease (inert on SQLite): the lock before the writes.
+            lease.hold()
+        if plan.claim is not None:
+            # First: a duplicate update fails here, before anything else is written.
+            hot.claim.run(conn, {"key": plan.claim, "expires_at": values["now"] + CLAIM_TTL})
+        if hot.write.run(conn, values) != 1:
+            # Nothing is committed: the transaction rolls back with this error.
+            raise Changed(f"session {record.id} changed or expired")
+        for change in plan.answers:
+            self._send_answer(conn, record, dek, change)
+        if sent is not None:
+            _notify(sent)
+
     def _send_answer(
         self, conn: Connection, record: SessionRecord, dek: bytes, change: AnswerChange
     ) -> None:
-        """Queue one kept or dropped answer of a step (inside ``_write_step``'s batch)."""
+        """Write one kept or dropped answer of a step (``_write_statements``)."""
         name = crypto.slot(dek, change.name)
         if change.drop:
-            self._hot.drop.send(conn, {"sid": record.id, "name": name})
+            self._hot.drop.run(conn, {"sid": record.id, "name": name})
             return
         # The answer's name travels inside the ciphertext; the slot alone is opaque.
         value_ct = crypto.seal(
@@ -828,7 +917,7 @@ class Store:
             row=f"{record.id}/{name}",
             column="value",
         )
-        self._hot.answer.send(
+        self._hot.answer.run(
             conn,
             {
                 "session_id": record.id,

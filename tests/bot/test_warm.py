@@ -26,8 +26,8 @@ from tests.bot.conftest import CHAT, USER, Harness
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Each test on both databases: on PostgreSQL the copy's lock, writes and COMMIT go
-    in one pipeline, and a failed one is rolled back on the chat's lease."""
+    """Each test on both databases: on PostgreSQL the copy's lock and writes go as one
+    statement, and a failed one leaves nothing written on the chat's lease."""
     if request.param == "sqlite":
         return {}
     return {"database_url": request.getfixturevalue("pg_url")}

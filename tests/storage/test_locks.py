@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 from storage import locks
 from storage.crypto import KeyRing
 from storage.db import make_engine, migrate
+from storage.errors import Duplicate
 from storage.locks import lease, try_exclusive
 from storage.repository import SessionRecord, StepPlan, Store
 from tests.conftest import T0
@@ -70,6 +71,47 @@ def test_lazy_lease_locks_in_the_step_and_keeps_the_lock_until_released(
     assert held.connection is None
     assert _free(pg_engine)
     held.release()  # idempotent
+
+
+def _warm_plan(claim: str) -> Any:
+    def decide(_profile: dict[str, Any], record: SessionRecord | None) -> tuple[None, StepPlan]:
+        assert record is not None and record.cached, "not decided on the warm copy"
+        return None, StepPlan({"n": 3}, "active", claim=claim)
+
+    return decide
+
+
+@on_postgres
+@pytest.mark.parametrize("one_statement", [True, False], ids=["waymark_press", "statements"])
+def test_a_warm_step_takes_the_lock_which_outlives_a_failed_write(
+    engine: Engine, one_statement: bool
+) -> None:
+    """On the warm copy the lock goes in ``waymark_press`` with the writes (or, on a driver
+    other than psycopg 3, as the first of the step's statements): it is held after the
+    step, and still held after a step whose write failed (a duplicate update), until the
+    lease is released."""
+    store = Store(engine, KeyRing.generate())
+    if not one_statement:
+        store._hot.press = None  # what another driver gets
+    store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
+    first = lease(engine, NAME, lazy=True)
+    _touch(store, "owner", first)  # a cold step (it reads first), claiming u1
+    first.release()
+    assert _free(engine)
+    held = lease(engine, NAME, lazy=True)
+    store.step("owner", now=T0, decide=_warm_plan("u2"), lease=held)
+    assert held.held
+    assert not _free(engine)
+    held.release()
+    assert _free(engine)
+    again = lease(engine, NAME, lazy=True)
+    with pytest.raises(Duplicate):
+        store.step("owner", now=T0, decide=_warm_plan("u2"), lease=again)
+    # The lock is session-level: the failed statement's rollback does not release it.
+    assert not _free(engine)
+    again.release()
+    assert _free(engine)
+    assert store.active_session("owner", now=T0).version == 3  # type: ignore[union-attr]
 
 
 @on_postgres

@@ -120,8 +120,8 @@ def test_a_lost_connection_is_invalidated_not_pooled(engine: Engine) -> None:
 
 
 def test_a_write_that_misses_its_version_is_a_conflict_and_rolls_back(store: Store) -> None:
-    """The writes go out together (one round trip on PostgreSQL); the version check comes
-    after them, and a miss undoes the whole batch, claim and answer included."""
+    """The writes go out together (one round trip on PostgreSQL, one statement); a missed
+    version check undoes them all, claim and answer included."""
     record = store.create_session("owner", {"n": 1}, now=T0, expires_at=T0 + timedelta(hours=1))
     with store.engine.connect() as conn:
         row = Prepared(_ACTIVE_FOR_UPDATE, store.engine.dialect).first(

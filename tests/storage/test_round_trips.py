@@ -2,8 +2,9 @@
 
 A loopback relay sits between the driver and the server and counts the times the client
 sends after having last received: each is a round trip the client waited for. A press's
-transaction is one when the worker has the session warm (BEGIN, the lock, the writes and
-COMMIT) and two when it reads first (BEGIN, the lock and the reads; then the rest), a checkout
+transaction is one when the worker has the session warm (one statement, ``waymark_press``,
+with the lock and the writes, alone) and two when it reads first (BEGIN, the lock and the
+reads; then the writes and COMMIT), a checkout
 from the pool none (no pre-ping), and a pooled connection the server has ended is replaced
 at checkout without an error reaching the caller.
 """
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +33,7 @@ from storage.crypto import KeyRing
 from storage.db import make_engine, migrate, readable
 from storage.errors import DatabaseUnavailable
 from storage.locks import lease
-from storage.prepared import Prepared, batch, queue_commit, transaction
+from storage.prepared import Prepared, batch, queue_commit, send_committing, transaction
 from storage.repository import AnswerChange, SessionRecord, StepPlan, Store
 from tests.conftest import T0
 
@@ -318,3 +320,37 @@ def test_nothing_may_follow_a_queued_commit(pg_url: str) -> None:
                 one.send(conn, {})
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("first", [False, True], ids=["alone", "after another"])
+def test_the_last_statement_goes_alone_or_with_commit(
+    pg_url: str, tmp_path: Path, first: bool
+) -> None:
+    """``send_committing``: a transaction's only statement goes without BEGIN and COMMIT (the
+    server runs it as a transaction of its own); after another one, with COMMIT. Either way
+    the transaction is over and nothing may follow. Read off libpq's protocol trace."""
+    engine = make_engine(pg_url)
+    one = Prepared(sql_select(func.now()), engine.dialect)
+    trace = tmp_path / "trace"
+    try:
+        with engine.connect() as conn:
+            pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+            with trace.open("w") as out:
+                pgconn.trace(out.fileno())
+                with transaction(conn):
+                    with batch(conn):
+                        if first:
+                            one.send(conn, {}).close()
+                        send_committing(one, conn, {}).close()
+                    assert pgconn.transaction_status == 0  # idle: committed
+                    with pytest.raises(RuntimeError, match="committed"):
+                        one.send(conn, {})
+                pgconn.untrace()
+    finally:
+        engine.dispose()
+    sent = [line for line in trace.read_text().splitlines() if "\tF\t" in line]
+    words = " ".join(sent)
+    assert "now()" in words
+    assert ("BEGIN" in words) is first
+    assert ("COMMIT" in words) is first
