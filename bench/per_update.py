@@ -21,7 +21,14 @@ press) and builds each update as Telegram would send it.
 
     .venv/bin/python bench/per_update.py [--db sqlite|postgres] [--users 1,50,500] [--rounds 2]
         [--bots bare,bare-gather,bare-aiohttp,bare-durable,waymark] [--presses N (per user,
-        with one user)]
+        with one user)] [--think-ms T]
+
+By default each simulated user presses again as soon as its press is answered: back to
+back, the bot never idle, and what it does after a reply (Waymark releases the chat's lock
+on a thread of its own) overlaps the next press. ``--think-ms`` makes each user wait that
+long after each answer, untimed, as a person reads the next question before pressing: every
+bot then takes each press from idle, as it does in use. (Updates per second then count the
+waits too; read the medians.)
 
 **bare-durable** is bare-aiohttp storing one row per press (bench/floor.py: an insert and its
 COMMIT, one round trip, on the database of the run, on a worker thread), with the spinner
@@ -77,6 +84,9 @@ from tests.fakes.telegram_api import CONTROL_PREFIX, BotApiSpec, utf16_len
 
 TOKEN = "123456:BENCH"
 PRESSES_PER_USER = {1: 240, 50: 6, 500: 2}
+#: "think_s": seconds each simulated user waits after a press is answered before the next
+#: one (``--think-ms``; 0: back to back). Untimed, and the same for every bot.
+PACING = {"think_s": 0.0}
 # ApplicationBuilder's default connection pool for bot calls: both bots get exactly it.
 POOL_SIZE = 256
 # User messages get ids from their own range: the fake numbers the bot's messages from 1 in
@@ -485,6 +495,10 @@ async def press_loop(
             await app.update_processor.process_update(parsed, app.process_update(parsed))
             latencies.append(time.perf_counter() - started)
             chats.drain()
+            if PACING["think_s"]:
+                # A person reads the next question before pressing: the bot is idle (or
+                # finishing what it does after a reply) meanwhile.
+                await asyncio.sleep(PACING["think_s"])
 
     fake_before = fake.control("stats")
     cpu = time.process_time()
@@ -546,6 +560,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--bots", default="bare,bare-gather,bare-aiohttp,bare-durable,waymark")
     parser.add_argument("--presses", type=int, default=PRESSES_PER_USER[1])
+    parser.add_argument("--think-ms", type=float, default=0.0)
     parser.add_argument(
         "--pg-url",
         default=os.environ.get(
@@ -554,12 +569,14 @@ async def main() -> None:
     )
     args = parser.parse_args()
     PRESSES_PER_USER[1] = args.presses
+    PACING["think_s"] = args.think_ms / 1000
     bots = [b for b in BOTS if b in args.bots.split(",")]
     if "bare" not in bots:
         raise SystemExit("--bots must include bare: every ratio is to it")
     spec = BotApiSpec.load()
     print(
         f"# per-update benchmark, db={args.db}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        + (f", {args.think_ms:g} ms between a user's presses" if args.think_ms else "")
     )
     # CPU columns: percent of one core over the press loop's wall time, for this process
     # (bots, driver, database threads) and for the fake's; near 100% here means this process,
