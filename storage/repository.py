@@ -276,6 +276,18 @@ def _notify(sent: Callable[[], None]) -> None:
         log.exception("the step's 'sent' hook failed; the write goes on")
 
 
+def _seal_answer(dek: bytes, session_id: str, slot: str, change: AnswerChange) -> bytes:
+    # The answer's name travels inside the ciphertext; the slot alone is opaque. Bound to
+    # its session and slot (``answers`` reads it back with the same associated data).
+    return crypto.seal(
+        dek,
+        {"name": change.name, "value": change.value},
+        table="answers",
+        row=f"{session_id}/{slot}",
+        column="value",
+    )
+
+
 def _answer_upsert(dialect: str) -> Any:
     # One statement per kept answer: (session, slot) is unique, so an answer changed by
     # Back overwrites the old one in place.
@@ -831,18 +843,7 @@ class Store:
         for change in plan.answers:
             slot = crypto.slot(dek, change.name)
             slots.append(slot)
-            # The answer's name travels inside the ciphertext; the slot alone is opaque.
-            sealed.append(
-                None
-                if change.drop
-                else crypto.seal(
-                    dek,
-                    {"name": change.name, "value": change.value},
-                    table="answers",
-                    row=f"{record.id}/{slot}",
-                    column="value",
-                )
-            )
+            sealed.append(None if change.drop else _seal_answer(dek, record.id, slot, change))
         params = {
             **values,
             # A warm step's lazy lease: the function takes the chat's lock first.
@@ -909,20 +910,12 @@ class Store:
         if change.drop:
             self._hot.drop.run(conn, {"sid": record.id, "name": name})
             return
-        # The answer's name travels inside the ciphertext; the slot alone is opaque.
-        value_ct = crypto.seal(
-            dek,
-            {"name": change.name, "value": change.value},
-            table="answers",
-            row=f"{record.id}/{name}",
-            column="value",
-        )
         self._hot.answer.run(
             conn,
             {
                 "session_id": record.id,
                 "slot": name,
-                "value_ct": value_ct,
+                "value_ct": _seal_answer(dek, record.id, name, change),
                 "expires_at": record.expires_at,
             },
         )
