@@ -7,7 +7,6 @@ filters on ``expires_at > now``, so an expired row is invisible even before the 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -857,8 +856,7 @@ class Store:
         try:
             with batch(conn):
                 # ORM writes to follow: the transaction goes on, and commits after them.
-                send = press.send if more else functools.partial(send_committing, press)
-                written = send(conn, params)
+                written = press.send(conn, params) if more else send_committing(press, conn, params)
                 if sent is not None:
                     # The statement is on the wire (psycopg sends it as it is queued);
                     # what remains is the wait for its result. (A lone statement commits
